@@ -125,7 +125,7 @@ class ServerSettings(_Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected HOST:PORT, got {value!r}")
         return value
@@ -268,7 +268,7 @@ def settings_from_mapping(raw: Any, *, base_dir: Path, name: str = "<config>") -
         except OSError as exc:
             problems.append(f"{name}: {section}.{key}: cannot read {sect[key]}: {exc.strerror}")
             continue
-        sect[target] = secret[:-1] if secret.endswith("\n") else secret
+        sect[target] = secret.removesuffix("\n")
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -287,8 +287,7 @@ def _describe(err: Any) -> str:
         return f"{loc}: required key is missing"
     message = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
+        message = message.removeprefix(prefix)
     if kind == "model_type" or kind == "dict_type":
         message = "expected a mapping"
     got = err.get("input")

@@ -9,6 +9,7 @@ never a label.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from . import __version__
@@ -120,6 +121,10 @@ class Metrics:
         self.scan_refresh_timestamp = Gauge(
             PREFIX + "scan_refresh_timestamp_seconds", "Unix time of the last successful scan-status refresh.",
             registry=r,
+        )
+        # zot.require_signatures as a series, so that signature alerts fire only where signing is required.
+        self.signatures_required = Gauge(
+            PREFIX + "signatures_required", "1 when zot.require_signatures is set.", registry=r
         )
 
         # --- gate -------------------------------------------------------------------------------

@@ -41,8 +41,7 @@ class Digest:
     def from_hex(cls, hexpart: str) -> Digest:
         """Accepts a bare hex digest, as platforms usually store it (any case)."""
         text = hexpart.strip().lower()
-        if text.startswith("sha256:"):
-            text = text[len("sha256:") :]
+        text = text.removeprefix("sha256:")
         return cls(hex=text)
 
     def __str__(self) -> str:
@@ -270,7 +269,7 @@ class CheckResult:
     filesystem: FilesystemEvidence = field(default_factory=FilesystemEvidence)
     oci: OciEvidence = field(default_factory=OciEvidence)
     detail: str | None = None
-    checked_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    checked_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     duration_seconds: float = 0.0
     created_at: dt.datetime | None = None
 

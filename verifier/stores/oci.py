@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
@@ -36,7 +36,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MANIFEST_ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
+MANIFEST_ACCEPT = f"{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"
 
 JAR_MEDIA_TYPE = "application/java-archive"
 TITLE_ANNOTATION = "org.opencontainers.image.title"
@@ -104,7 +104,7 @@ class RegistryTransport:
         self._session: aiohttp.ClientSession | None = None
         self._origin = _origin(self.base_url)
 
-    async def __aenter__(self) -> RegistryTransport:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
@@ -192,7 +192,7 @@ class RegistryTransport:
                 if response.status >= 300:
                     await self._raise_for_status(response, not_found)
                 yield response
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 raise RegistryError(f"timed out after {self.timeout_seconds:g}s: {redact_url(url)}",
                                     fault=Fault.OCI_TIMEOUT, reason=ReadErrorReason.TIMEOUT, url=redact_url(url),
                                     temporary=True) from None
@@ -220,7 +220,7 @@ class RegistryTransport:
             if isinstance(errors, list):
                 codes = tuple(str(e.get("code", "")) for e in errors if isinstance(e, dict))
                 message = "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))
-        except (ValueError, aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, ValueError, aiohttp.ClientError):
             pass
         said = f" ({', '.join(c for c in codes if c)}{': ' + message[:200] if message else ''})" if codes else ""
         if status == 404 and not_found is not None:
@@ -421,7 +421,7 @@ class OciStore:
                 raise RegistryError(f"blob {layer.digest} stream broke: {type(exc).__name__}",
                                     fault=Fault.OCI_PROTOCOL_ERROR, reason=ReadErrorReason.PROTOCOL_ERROR,
                                     temporary=True) from None
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 raise RegistryError(f"blob {layer.digest} stalled for {self.transport.timeout_seconds:g}s",
                                     fault=Fault.OCI_TIMEOUT, reason=ReadErrorReason.TIMEOUT,
                                     temporary=True) from None
