@@ -242,6 +242,8 @@ def _verifier_alerts() -> RuleFile:
 
 
 def _registry_alerts() -> RuleFile:
+    # `ignoring (store)` drops `store` from a one-to-one comparison's result, hence also on `and`; the
+    # alert keeps the left side's labels (store="oci").
     oci_ratio = f'{READ_ERROR_RATIO}{{store="oci"}}'
     fs_ratio = f'{READ_ERROR_RATIO}{{store="filesystem"}}'
     oci_p99 = f'{read_duration_quantile("p99")}{{store="oci"}}'
@@ -258,7 +260,7 @@ def _registry_alerts() -> RuleFile:
         ),
         AlertRule(
             alert="ArtifactParityRegistryErrorRatioHigh",
-            expr=f"({oci_ratio} > {MAX_REGISTRY_ERROR_RATIO})\nand\n"
+            expr=f"({oci_ratio} > {MAX_REGISTRY_ERROR_RATIO})\nand ignoring (store)\n"
                  f"({oci_ratio} > ignoring (store) {REGISTRY_ERROR_RATIO_FACTOR} * {fs_ratio})",
             for_="10m",
             severity="warning",
@@ -270,7 +272,7 @@ def _registry_alerts() -> RuleFile:
         ),
         AlertRule(
             alert="ArtifactParityRegistryLatencyHigh",
-            expr=f"({oci_p99} > {MAX_REGISTRY_P99_SECONDS})\nand\n"
+            expr=f"({oci_p99} > {MAX_REGISTRY_P99_SECONDS})\nand ignoring (store)\n"
                  f"({oci_p99} > ignoring (store) {REGISTRY_LATENCY_FACTOR} * {fs_p99})",
             for_="15m",
             severity="warning",
