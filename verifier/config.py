@@ -272,7 +272,9 @@ def settings_from_mapping(raw: Any, *, base_dir: Path, name: str = "<config>") -
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems.extend(f"{name}: {_describe(err)}" for err in exc.errors())
+        unset = {p.split(": ")[1] for p in problems if "environment variable" in p}
+        problems.extend(f"{name}: {_describe(err)}" for err in exc.errors()
+                        if ".".join(str(part) for part in err["loc"]) not in unset)
     if problems:
         raise ConfigError(problems)
     return settings.model_copy(update={"source_file": Path(name)})

@@ -1,0 +1,324 @@
+"""`parity-verifier run`: the sidecar's tasks around one scheduler, one ledger and one registry session.
+
+Tasks: inventory refresh, N check workers, gauges, registry probe, Zot scan/signature refresh, gate,
+ledger pruning, and the HTTP server. A failing inventory or registry never stops the sidecar: it keeps
+serving what it knows, says so in metrics and /status, and recovers by itself. SIGTERM stops new work,
+lets in-flight checks finish within a grace period (or abandons them unrecorded) and closes the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import logging
+import signal
+import time
+from typing import Any
+
+from . import __version__
+from .config import Settings
+from .errors import SourceUnavailable
+from .gate import GateVerdict, apply_to_metrics, evaluate
+from .inventory import inventory_source
+from .ledger import Ledger, open_ledger
+from .logs import log_result
+from .metrics import Metrics
+from .model import CheckResult, InventoryItem, Outcome
+from .scheduler import PriorState, Scheduler
+from .wiring import make_checker, make_transport
+
+log = logging.getLogger("verifier.service")
+
+SHUTDOWN_GRACE_SECONDS = 20.0
+GAUGE_INTERVAL_SECONDS = 2.0
+GATE_INTERVAL_SECONDS = 30.0
+PRUNE_INTERVAL_SECONDS = 3600.0
+RECENT_LIMIT = 50
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Service:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics(tenant_label=settings.metrics.tenant_label,
+                                          max_tenants=settings.metrics.max_tenants)
+        self.scheduler = Scheduler(settings.schedule.coverage_window, settings.schedule.retry_after,
+                                   settings.schedule.retry_max)
+        self.started_at = utcnow()
+        self.ledger: Ledger | None = None
+        self.transport = make_transport(settings)
+        self.checker = make_checker(settings, self.transport)
+        self.inventory = inventory_source(settings)
+        self.inventory_status: dict[str, Any] = {"source": settings.inventory.source, "up": None,
+                                                 "last_refresh": None, "error": None, "versions": 0}
+        self.registry_status: dict[str, Any] = {"url": settings.registry.url, "up": None, "probe_seconds": None,
+                                                "error": None, "flavour": None}
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_LIMIT)
+        self.gate_verdict: GateVerdict | None = None
+        self.zot: Any = None  # verifier.zot.ZotMonitor on a registry that has it
+        self.supply_chain: Any = None
+        self.stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._inventory_loaded = asyncio.Event()
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self.server_up = False
+
+    # --- readiness ----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """The sidecar itself: config loaded, ledger open, server up. Never the registry or inventory."""
+        return self.ledger is not None and self.server_up and not self.stopping.is_set()
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    async def run(self, *, install_signal_handlers: bool = True) -> int:
+        from .server import start_server
+
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        async with open_ledger(self.settings) as ledger, self.transport:
+            self.ledger = ledger
+            self.recent.extend(await ledger.recent_non_matches(RECENT_LIMIT))
+            runner = await start_server(self)
+            self.server_up = True
+            log.info("parity-verifier %s serving on %s", __version__, self.settings.server.listen)
+            tasks = [
+                asyncio.create_task(self._inventory_loop(), name="inventory"),
+                asyncio.create_task(self._dispatch_loop(), name="dispatch"),
+                asyncio.create_task(self._gauge_loop(), name="gauges"),
+                asyncio.create_task(self._probe_loop(), name="probe"),
+                asyncio.create_task(self._gate_loop(), name="gate"),
+                asyncio.create_task(self._prune_loop(), name="prune"),
+                asyncio.create_task(self._zot_loop(), name="zot"),
+            ]
+            try:
+                await self.stopping.wait()
+            finally:
+                log.info("stopping: no new checks; %d in flight", len(self._in_flight))
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self._drain()
+                self.server_up = False
+                await runner.cleanup()
+                self.ledger = None
+        log.info("stopped cleanly")
+        return 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        if not self._in_flight:
+            return
+        done, pending = await asyncio.wait(self._in_flight, timeout=SHUTDOWN_GRACE_SECONDS)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("abandoned %d unfinished checks (nothing recorded for them)", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- inventory ----------------------------------------------------------------------------------
+
+    async def refresh_inventory(self) -> bool:
+        assert self.ledger is not None
+        try:
+            items = await self.inventory.load()
+        except SourceUnavailable as exc:
+            self.inventory_status.update(up=False, error=str(exc))
+            self.metrics.inventory_up.set(0)
+            log.warning("inventory unavailable, keeping the %d versions known: %s",
+                        len(self.scheduler.tracks), exc)
+            return False
+        now = utcnow()
+        prior: dict[Any, PriorState] = {}
+        if not self._inventory_loaded.is_set() or any(i.coordinates not in self.scheduler.tracks for i in items):
+            await self.ledger.observe(items, now)
+            states = await self.ledger.latest()
+            prior = {c: PriorState(s.outcome, s.last_checked_at, s.first_checked_at, s.first_seen,
+                                   s.consecutive_failures) for c, s in states.items()}
+        fresh = self.scheduler.update_inventory(items, now, prior)
+        self.metrics.declare_tenants({i.coordinates.tenant for i in items})
+        self.inventory_status.update(up=True, error=None, last_refresh=now.isoformat(), versions=len(items))
+        self.metrics.inventory_up.set(1)
+        self.metrics.inventory_refresh_timestamp.set(now.timestamp())
+        if fresh and self._inventory_loaded.is_set():
+            log.info("%d new versions in the inventory: checking them first", len(fresh))
+        self._inventory_loaded.set()
+        self._wake.set()
+        return True
+
+    async def _inventory_loop(self) -> None:
+        interval = self.settings.schedule.inventory_refresh.total_seconds()
+        while not self.stopping.is_set():
+            await self.refresh_inventory()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), interval)
+
+    # --- checks -------------------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        concurrency = self.settings.schedule.concurrency
+        slots = asyncio.Semaphore(concurrency)
+        await self._inventory_loaded.wait()
+        while not self.stopping.is_set():
+            await slots.acquire()
+            if self.stopping.is_set():
+                slots.release()
+                return
+            track, wait = self.scheduler.next(utcnow())
+            if track is None:
+                slots.release()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(wait, 60.0))
+                continue
+            task = asyncio.create_task(self._check(track.item), name=f"check {track.item.coordinates}")
+            self._in_flight.add(task)
+            task.add_done_callback(lambda t: (self._in_flight.discard(t), slots.release()))
+
+    async def _check(self, item: InventoryItem) -> None:
+        assert self.ledger is not None
+        try:
+            result = await self.checker.check(item)
+        except asyncio.CancelledError:
+            self.scheduler.abandoned(item.coordinates)
+            raise
+        await asyncio.shield(self._record(result))
+
+    async def _record(self, result: CheckResult) -> None:
+        assert self.ledger is not None
+        await self.ledger.record(result)
+        track = self.scheduler.completed(result)
+        self.metrics.record_check(result)
+        if track is not None and track.arrived_while_running and track.first_checked_at == result.checked_at:
+            origin = track.item.created_at or track.first_seen
+            self.metrics.verify_lag.observe(max(0.0, (result.checked_at - origin).total_seconds()))
+        if result.outcome is not Outcome.MATCH:
+            self.recent.appendleft({**result.as_dict(), "checked_at": result.checked_at.isoformat()})
+            log_result(log, result)
+        self._wake.set()
+
+    # --- gauges, probe, gate, prune, zot -----------------------------------------------------------
+
+    def update_gauges(self) -> None:
+        now = utcnow()
+        self.metrics.set_version_states(self.scheduler.state_counts())
+        ratio, oldest = self.scheduler.coverage(now)
+        self.metrics.coverage_ratio.set(ratio)
+        self.metrics.oldest_check_age.set(oldest)
+
+    async def _gauge_loop(self) -> None:
+        while not self.stopping.is_set():
+            self.update_gauges()
+            await asyncio.sleep(GAUGE_INTERVAL_SECONDS)
+
+    async def probe_registry(self) -> None:
+        started = time.perf_counter()
+        try:
+            seconds = await self.transport.probe()
+        except Exception as exc:  # typed RegistryError, or anything the network throws at us
+            self.metrics.registry_up.set(0)
+            self.metrics.registry_probe_duration.set(time.perf_counter() - started)
+            self.registry_status.update(up=False, error=str(exc))
+            return
+        self.metrics.registry_up.set(1)
+        self.metrics.registry_probe_duration.set(seconds)
+        self.registry_status.update(up=True, error=None, probe_seconds=round(seconds, 4))
+
+    async def _probe_loop(self) -> None:
+        interval = self.settings.registry.probe_interval.total_seconds()
+        while not self.stopping.is_set():
+            await self.probe_registry()
+            await asyncio.sleep(interval)
+
+    async def evaluate_gate(self) -> GateVerdict:
+        assert self.ledger is not None
+        items = [t.item for t in self.scheduler.tracks.values()] if self._inventory_loaded.is_set() else None
+        verdict = await evaluate(self.ledger, items, self.settings, utcnow())
+        apply_to_metrics(verdict, self.metrics)
+        self.gate_verdict = verdict
+        return verdict
+
+    async def _gate_loop(self) -> None:
+        await self._inventory_loaded.wait()
+        while not self.stopping.is_set():
+            try:
+                await self.evaluate_gate()
+            except Exception:
+                log.exception("gate evaluation failed")
+            await asyncio.sleep(GATE_INTERVAL_SECONDS)
+
+    async def _prune_loop(self) -> None:
+        assert self.ledger is not None
+        retention = max(self.settings.gate.window, self.settings.schedule.coverage_window) + dt.timedelta(days=1)
+        while not self.stopping.is_set():
+            try:
+                await self.ledger.prune(utcnow() - retention)
+            except Exception:
+                log.exception("ledger pruning failed")
+            await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+
+    async def _zot_loop(self) -> None:
+        """Scan and signature status on its own slower interval (Zot only; degrades on a plain registry)."""
+        try:
+            from .zot import ZotMonitor
+        except ImportError:
+            return
+        await self._inventory_loaded.wait()
+        self.zot = ZotMonitor.from_settings(self.settings, self.transport)
+        interval = self.settings.zot.scan_refresh.total_seconds()
+        while not self.stopping.is_set():
+            try:
+                if self.registry_status.get("flavour") is None or self.registry_status.get("up") is False:
+                    flavour = await self.zot.detect()
+                    self.registry_status["flavour"] = flavour.as_dict() if hasattr(flavour, "as_dict") else str(flavour)
+                items = [t.item for t in self.scheduler.tracks.values()]
+                firsts = {c: t.first_seen for c, t in self.scheduler.tracks.items()}
+                snapshot = await self.zot.refresh(items, first_seen=firsts)
+                self.zot.apply(snapshot, self.metrics)
+                self.supply_chain = snapshot
+            except Exception:
+                log.exception("scan and signature refresh failed")
+            await asyncio.sleep(interval)
+
+    # --- what /status shows -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = utcnow()
+        counts: dict[str, int] = collections.Counter()
+        for (state, _tenant), n in self.scheduler.state_counts().items():
+            counts[state] += n
+        ratio, oldest = self.scheduler.coverage(now)
+        return {
+            "version": __version__,
+            "started_at": self.started_at.isoformat(),
+            "now": now.isoformat(),
+            "ready": self.ready,
+            "inventory": dict(self.inventory_status),
+            "registry": dict(self.registry_status),
+            "parity": {state: counts.get(state, 0) for state in
+                       (*(o.value for o in Outcome), "unverified")},
+            "coverage": {"ratio": round(ratio, 4), "window_seconds": self.settings.schedule.coverage_window
+                         .total_seconds(), "oldest_check_age_seconds": round(oldest, 1),
+                         "backlog": self.scheduler.backlog(now), "in_flight": len(self._in_flight)},
+            "budgets": {"concurrency": self.settings.schedule.concurrency,
+                        "max_bytes_per_second": self.settings.schedule.max_bytes_per_second,
+                        "max_requests_per_second": self.settings.schedule.max_requests_per_second},
+            "recent_non_matches": list(self.recent),
+            "gate": self.gate_verdict.as_dict() if self.gate_verdict else None,
+            "supply_chain": self.supply_chain.as_dict() if self.supply_chain is not None else None,
+        }
+
+
+async def run_service(settings: Settings) -> int:
+    return await Service(settings).run()
