@@ -12,7 +12,7 @@ from pathlib import Path
 from . import __version__
 from .config import Settings, load_settings
 from .errors import ConfigError, SourceUnavailable
-from .logs import configure, log_result
+from .logs import configure
 from .model import CheckResult, Outcome
 
 log = logging.getLogger("verifier")
@@ -100,7 +100,6 @@ async def check_all(settings: Settings, *, progress: bool = False) -> list[Check
             async with semaphore:
                 result = await checker.check(item)
             await ledger.record(result)
-            log_result(log, result)
             if bar is not None:
                 bar.update(1)
                 if result.outcome is not Outcome.MATCH:
@@ -138,7 +137,7 @@ async def gate_command(settings: Settings, fmt: str) -> int:
     from .ledger import open_ledger
 
     async with open_ledger(settings) as ledger:
-        verdict = await evaluate(ledger, None, settings, dt.datetime.now(dt.timezone.utc))
+        verdict = await evaluate(ledger, None, settings, dt.datetime.now(dt.UTC))
     if fmt == "json":
         sys.stdout.write(json.dumps(verdict.as_dict(), indent=2) + "\n")
     else:

@@ -162,8 +162,12 @@ def render_supply_chain(supply: dict[str, Any]) -> str:
     out = []
     for note in supply.get("notes", []) or []:
         out.append(f"<p>{_e(note)}</p>")
-    for title, key in (("Scan state", "scan_counts"), ("Vulnerabilities (newest version of each app)",
-                                                       "vulnerabilities"), ("Signatures", "signature_counts")):
+    flavour = supply.get("flavour") or {}
+    out.append(f"<p>registry flavour: <b>{_e(flavour.get('name'))}</b> {_e(flavour.get('release_tag') or '')}"
+               f" · refreshed {_e(supply.get('refreshed_at'))}"
+               f"{' · <span class=bad>' + _e(supply.get('error')) + '</span>' if supply.get('error') else ''}</p>")
+    for title, key in (("Scan state", "scan_versions"), ("Vulnerabilities (newest version of each app)",
+                                                         "vulnerabilities"), ("Signatures", "signature_versions")):
         counts = supply.get(key)
         if isinstance(counts, dict):
             rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in counts.items())

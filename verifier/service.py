@@ -14,13 +14,13 @@ import contextlib
 import datetime as dt
 import logging
 import signal
-import time
 from typing import Any
 
 from . import __version__
 from .config import Settings
 from .errors import SourceUnavailable
 from .gate import GateVerdict, apply_to_metrics, evaluate
+from .health import RegistryProber
 from .inventory import inventory_source
 from .ledger import Ledger, open_ledger
 from .logs import log_result
@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .model import CheckResult, InventoryItem, Outcome
 from .scheduler import PriorState, Scheduler
 from .wiring import make_checker, make_transport
+from .zot import RegistryFlavour, SupplyChainSnapshot, ZotMonitor
 
 log = logging.getLogger("verifier.service")
 
@@ -39,7 +40,7 @@ RECENT_LIMIT = 50
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Service:
@@ -56,16 +57,22 @@ class Service:
         self.inventory = inventory_source(settings)
         self.inventory_status: dict[str, Any] = {"source": settings.inventory.source, "up": None,
                                                  "last_refresh": None, "error": None, "versions": 0}
-        self.registry_status: dict[str, Any] = {"url": settings.registry.url, "up": None, "probe_seconds": None,
-                                                "error": None, "flavour": None}
+        self.prober = RegistryProber(self.transport, self.metrics)
+        self.zot = ZotMonitor(
+            self.transport, repository_template=settings.registry.repository, tag_template=settings.registry.tag,
+            batch_size=settings.zot.batch_size, cosign_public_key=settings.zot.cosign_public_key,
+            require_signatures=settings.zot.require_signatures, cosign_concurrency=settings.schedule.concurrency,
+        )
+        self.flavour: RegistryFlavour | None = None
+        self.supply_chain: SupplyChainSnapshot | None = None
+        self.metrics.signatures_required.set(1 if settings.zot.require_signatures else 0)
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_LIMIT)
         self.gate_verdict: GateVerdict | None = None
-        self.zot: Any = None  # verifier.zot.ZotMonitor on a registry that has it
-        self.supply_chain: Any = None
         self.stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._inventory_loaded = asyncio.Event()
         self._in_flight: set[asyncio.Task[Any]] = set()
+        self._redetect = False
         self.server_up = False
 
     # --- readiness ----------------------------------------------------------------------------------
@@ -222,24 +229,16 @@ class Service:
             self.update_gauges()
             await asyncio.sleep(GAUGE_INTERVAL_SECONDS)
 
-    async def probe_registry(self) -> None:
-        started = time.perf_counter()
-        try:
-            seconds = await self.transport.probe()
-        except Exception as exc:  # typed RegistryError, or anything the network throws at us
-            self.metrics.registry_up.set(0)
-            self.metrics.registry_probe_duration.set(time.perf_counter() - started)
-            self.registry_status.update(up=False, error=str(exc))
-            return
-        self.metrics.registry_up.set(1)
-        self.metrics.registry_probe_duration.set(seconds)
-        self.registry_status.update(up=True, error=None, probe_seconds=round(seconds, 4))
-
     async def _probe_loop(self) -> None:
         interval = self.settings.registry.probe_interval.total_seconds()
         while not self.stopping.is_set():
-            await self.probe_registry()
-            await asyncio.sleep(interval)
+            was_up = self.prober.last.ok if self.prober.last is not None else None
+            result = await self.prober.probe_once()
+            if result.ok and was_up is False:
+                log.info("registry reachable again")
+                self._redetect = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), interval)
 
     async def evaluate_gate(self) -> GateVerdict:
         assert self.ledger is not None
@@ -269,19 +268,15 @@ class Service:
             await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
 
     async def _zot_loop(self) -> None:
-        """Scan and signature status on its own slower interval (Zot only; degrades on a plain registry)."""
-        try:
-            from .zot import ZotMonitor
-        except ImportError:
-            return
+        """Scan and signature status on its own slower interval. The flavour is detected at start and
+        again after the registry comes back; on a plain registry the metrics say `unavailable`."""
         await self._inventory_loaded.wait()
-        self.zot = ZotMonitor.from_settings(self.settings, self.transport)
         interval = self.settings.zot.scan_refresh.total_seconds()
         while not self.stopping.is_set():
             try:
-                if self.registry_status.get("flavour") is None or self.registry_status.get("up") is False:
-                    flavour = await self.zot.detect()
-                    self.registry_status["flavour"] = flavour.as_dict() if hasattr(flavour, "as_dict") else str(flavour)
+                if self.flavour is None or self._redetect or self.flavour.name == "unknown":
+                    self._redetect = False
+                    self.flavour = await self.zot.detect()
                 items = [t.item for t in self.scheduler.tracks.values()]
                 firsts = {c: t.first_seen for c, t in self.scheduler.tracks.items()}
                 snapshot = await self.zot.refresh(items, first_seen=firsts)
@@ -289,7 +284,8 @@ class Service:
                 self.supply_chain = snapshot
             except Exception:
                 log.exception("scan and signature refresh failed")
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), interval)
 
     # --- what /status shows -------------------------------------------------------------------------
 
@@ -305,7 +301,14 @@ class Service:
             "now": now.isoformat(),
             "ready": self.ready,
             "inventory": dict(self.inventory_status),
-            "registry": dict(self.registry_status),
+            "registry": {
+                "url": self.settings.registry.url,
+                "up": self.prober.last.ok if self.prober.last is not None else None,
+                "probe_seconds": round(self.prober.last.seconds, 4) if self.prober.last is not None else None,
+                "error": self.prober.last.message if self.prober.last and not self.prober.last.ok else None,
+                "last_failure": self.prober.last_failure.as_dict() if self.prober.last_failure else None,
+                "flavour": self.flavour.as_dict() if self.flavour is not None else None,
+            },
             "parity": {state: counts.get(state, 0) for state in
                        (*(o.value for o in Outcome), "unverified")},
             "coverage": {"ratio": round(ratio, 4), "window_seconds": self.settings.schedule.coverage_window
@@ -316,7 +319,7 @@ class Service:
                         "max_requests_per_second": self.settings.schedule.max_requests_per_second},
             "recent_non_matches": list(self.recent),
             "gate": self.gate_verdict.as_dict() if self.gate_verdict else None,
-            "supply_chain": self.supply_chain.as_dict() if self.supply_chain is not None else None,
+            "supply_chain": self.supply_chain.as_dict(versions=False) if self.supply_chain is not None else None,
         }
 
 

@@ -37,12 +37,15 @@ def jar_bytes(size: int = 20_000, *, seed: int = 0) -> bytes:
 
 
 def debian_jars(limit: int = 5) -> list[Path]:
-    """Real-world JARs shipped by Debian, smallest first (empty when the machine has none)."""
+    """Real-world JARs shipped by Debian, spread from the smallest to the largest (empty when none)."""
     if not DEBIAN_JARS.is_dir():
         return []
     jars = sorted((p for p in DEBIAN_JARS.glob("*.jar") if p.is_file() and not p.is_symlink()),
                   key=lambda p: p.stat().st_size)
-    return jars[:limit]
+    if len(jars) <= limit:
+        return jars
+    step = (len(jars) - 1) / max(1, limit - 1)
+    return [jars[round(i * step)] for i in range(limit)]
 
 
 def flip_byte(path: Path, offset: int | None = None) -> int:
