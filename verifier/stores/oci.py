@@ -59,6 +59,19 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to ``limit`` bytes (``read(n)`` returns what is buffered, so loop until full or EOF)."""
+    parts: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = await response.content.read(remaining)
+        if not chunk:
+            break
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
+
+
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -214,7 +227,7 @@ class RegistryTransport:
         codes: tuple[str, ...] = ()
         message = ""
         try:
-            body = await response.content.read(ERROR_BODY_LIMIT)
+            body = await read_capped(response, ERROR_BODY_LIMIT)
             parsed = json.loads(body)
             errors = parsed.get("errors") if isinstance(parsed, dict) else None
             if isinstance(errors, list):
@@ -361,7 +374,7 @@ class OciStore:
             f"/v2/{repository}/manifests/{ref}", headers={"Accept": MANIFEST_ACCEPT},
             not_found=Fault.OCI_MANIFEST_UNKNOWN,
         ) as response:
-            body = await response.content.read(MANIFEST_LIMIT + 1)
+            body = await read_capped(response, MANIFEST_LIMIT + 1)
             if len(body) > MANIFEST_LIMIT:
                 raise LayoutError(f"manifest of {repository}:{ref} is larger than 4 MiB",
                                   fault=Fault.OCI_MANIFEST_TOO_LARGE)
