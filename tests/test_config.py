@@ -148,3 +148,19 @@ def test_durations_parse(n: int, unit: str) -> None:
 def test_non_durations_are_rejected(text: str) -> None:
     with pytest.raises(ValueError, match="expected a duration"):
         parse_duration(text)
+
+
+def test_shipped_example_configuration_is_valid(tmp_path: Path) -> None:
+    """deploy/parity.example.yaml loads once its secret files exist."""
+    import yaml
+
+    from verifier.config import settings_from_mapping
+
+    raw = yaml.safe_load((Path(__file__).parent.parent / "deploy/parity.example.yaml").read_text())
+    for section, key in (("inventory", "dsn_file"), ("registry", "password_file"), ("zot", "cosign_public_key")):
+        secret = tmp_path / key
+        secret.write_text("postgresql://parity@db/platform\n" if key == "dsn_file" else "x\n")
+        raw[section][key] = str(secret)
+    settings = settings_from_mapping(raw, base_dir=tmp_path, name="parity.example.yaml")
+    assert settings.inventory.source == "postgres" and settings.server.listen == "0.0.0.0:9464"
+    assert settings.schedule.max_bytes_per_second == 50_000_000

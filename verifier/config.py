@@ -267,6 +267,7 @@ def settings_from_mapping(raw: Any, *, base_dir: Path, name: str = "<config>") -
             secret = Path(str(sect[key])).read_text(encoding="utf-8")
         except OSError as exc:
             problems.append(f"{name}: {section}.{key}: cannot read {sect[key]}: {exc.strerror}")
+            sect[target] = ""  # reported above; no second "required" message for the same secret
             continue
         sect[target] = secret.removesuffix("\n")
     try:
