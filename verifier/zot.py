@@ -248,8 +248,10 @@ async def detect_flavour(transport: RegistryTransport) -> RegistryFlavour:
     info = mgmt or {}
     binary_type = _str_or_none(info.get("binaryType"))
     compiled = tuple(part for part in (binary_type or "").split("-") if part)
-    http = info.get("http") if isinstance(info.get("http"), dict) else {}
-    auth = http.get("auth") if isinstance(http, dict) and isinstance(http.get("auth"), dict) else {}
+    http = info.get("http")
+    auth: Any = http.get("auth") if isinstance(http, dict) else None
+    if not isinstance(auth, dict):
+        auth = {}
     # mgmt is served only when search is enabled (zot-api.md), which covers a Zot without discover
     search = SEARCH_PATH in endpoints or (discover is None and mgmt is not None)
     release = _str_or_none(info.get("releaseTag"))
@@ -380,7 +382,8 @@ class SearchClient:
         while remaining:
             doc = await self._query(image_query(remaining))
             data = doc.get("data")
-            errors = doc.get("errors") if isinstance(doc.get("errors"), list) else []
+            raw_errors = doc.get("errors")
+            errors: list[Any] = raw_errors if isinstance(raw_errors, list) else []
             by_alias: dict[int, list[str]] = {}
             unattributed: list[str] = []
             for error in errors:

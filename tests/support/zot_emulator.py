@@ -170,6 +170,7 @@ class SearchRecord:
     method: str
     query: str
     status: int = 0
+    url_length: int = 0  # of the URL as the client sent it (scheme, host, path and query)
 
 
 class _Context:
@@ -456,7 +457,7 @@ class ZotEmulator:
         denied = await self._authorised(request)
         if denied is not None:
             return denied
-        record = SearchRecord(request.method, "")
+        record = SearchRecord(request.method, "", url_length=len(self.url) + len(request.raw_path))
         self.search_requests.append(record)
         query, variables, problem = await self._read_request(request)
         record.query = query or ""

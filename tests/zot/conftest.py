@@ -16,9 +16,9 @@ import pytest
 from tests.support.cosign import CosignKey
 from tests.support.registry import RegistryServer, running_registry
 from tests.support.zot_emulator import ZotEmulator
-from tests.zot.helpers import Apps
+from tests.zot.helpers import Apps, credentials
 from verifier.metrics import Metrics
-from verifier.stores.oci import Credentials, RegistryTransport
+from verifier.stores.oci import RegistryTransport
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +46,6 @@ def cosign_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[CosignKey, Co
     """(ours, theirs): two independent ECDSA P-256 key pairs made by openssl."""
     directory = tmp_path_factory.mktemp("cosign")
     return CosignKey.generate(directory, "ours"), CosignKey.generate(directory, "theirs")
-
-
-def credentials(server: RegistryServer) -> Credentials:
-    return Credentials(server.username, server.password)
 
 
 @pytest.fixture

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 import pytest
 
 from tests.support.zot_emulator import ZotEmulator
-from tests.zot.helpers import Apps, only, scan_gauge, signature_gauge, vulnerability_gauge
+from tests.zot.helpers import (
+    Apps,
+    only_scan,
+    scan_gauge,
+    signature_gauge,
+    vulnerability_gauge,
+)
 from verifier.metrics import SEVERITIES, Metrics
 from verifier.stores.oci import RegistryTransport
 from verifier.zot import ScanState, ZotMonitor, scan_state_of
@@ -66,7 +72,7 @@ async def test_scan_state_reaches_the_metrics(case: Case, zot: ZotEmulator, zot_
     snapshot = await monitor.refresh([apps.item("orders", "1.0.0")])
     monitor.apply(snapshot, metrics)
 
-    assert scan_gauge(metrics) == only(case.state)
+    assert scan_gauge(metrics) == only_scan(case.state)
     # the single version is the app's newest: its CVEs are what the vulnerability gauge shows
     assert vulnerability_gauge(metrics) == {k: float(v) for k, v in case.counts.items()}
     (version,) = snapshot.versions
@@ -92,7 +98,7 @@ async def test_many_states_in_one_refresh(zot: ZotEmulator, zot_transport: Regis
     snapshot = await monitor.refresh(items)
     monitor.apply(snapshot, metrics)
 
-    assert scan_gauge(metrics) == {**only("none", 0), "high": 1, "none": 1, "not_scannable": 1, "not_scanned": 1,
+    assert scan_gauge(metrics) == {**only_scan("none", 0), "high": 1, "none": 1, "not_scannable": 1, "not_scanned": 1,
                                    "error": 3}
     by_version = {(v.coordinates.app, v.coordinates.version): v for v in snapshot.versions}
     assert by_version["orders", "5"].detail == f"can't find image: {apps.reference('orders', '5')}"
