@@ -12,7 +12,7 @@ Layers, from the bottom:
 - :class:`CosignVerifier`: the legacy ``sha256-<hex>.sig`` scheme, verified with our own key;
 - :class:`ZotMonitor`: one refresh over the inventory → :class:`SupplyChainSnapshot` → metrics.
 
-What a refresh does when the registry does not answer (decided here, documented in the README):
+What a refresh does when the registry does not answer (decided here):
 a version whose search batch or cosign check failed keeps the status of its last answered refresh,
 marked ``stale`` (a version never answered is ``error``, its signature ``unavailable``); the snapshot is
 ``complete=False`` and ``scan_refresh_timestamp`` is not advanced, so the stale-data alert speaks for a
@@ -862,12 +862,13 @@ class ZotMonitor:
         if complete:
             self._last_complete = now
         self._previous = {v.coordinates: v for v in versions}
+        unanswered = set(failures) | {ref for ref, r in cosign.items() if isinstance(r, StoreError)}
         errors = sorted(set(failures.values()) | {str(r) for r in cosign.values() if isinstance(r, StoreError)})
         error = None
         if flavour.name == "unknown":
             error = flavour.reason
         elif errors:
-            error = f"the registry did not answer for {len(failures) or len(errors)} versions: {errors[0]}"
+            error = f"the registry did not answer for {len(unanswered)} versions: {errors[0]}"
         return self._snapshot(items, versions, flavour, now, complete, first_seen, error,
                               self.search.requests - requests_before, len(disagreeing))
 
