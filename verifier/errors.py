@@ -66,7 +66,7 @@ class RegistryNotFound(NotFound):
 
 
 class Unreadable(StoreError):
-    reason = ReadErrorReason.UNREADABLE
+    reason: ReadErrorReason | None = ReadErrorReason.UNREADABLE
 
 
 class FileUnreadable(Unreadable):
@@ -107,7 +107,7 @@ class LayoutError(StoreError):
 class IntegrityError(StoreError):
     """Bytes read do not match the descriptor (digest or size) they were fetched by."""
 
-    reason = ReadErrorReason.INTEGRITY
+    reason: ReadErrorReason | None = ReadErrorReason.INTEGRITY
 
     def __init__(self, message: str, *, fault: Fault, expected: str, actual: str, bytes_read: int):
         super().__init__(message, fault=fault)

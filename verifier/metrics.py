@@ -215,11 +215,11 @@ class Metrics:
         for (state, tenant), n in counts.items():
             key = (state, self.tenant(tenant) if self.tenant_label else None)
             totals[key] = totals.get(key, 0) + n
-        tenants: set[str | None] = {None} if not self.tenant_label else set(self._tenants)
-        for tenant in tenants:
+        tenants: set[str | None] = {None} if not self.tenant_label else set[str | None](self._tenants)
+        for label in tenants:
             for state in STATES:
-                extra = {"tenant": tenant} if tenant is not None else {}
-                self.versions.labels(state=state, **extra).set(totals.get((state, tenant), 0))
+                extra = {"tenant": label} if label is not None else {}
+                self.versions.labels(state=state, **extra).set(totals.get((state, label), 0))
 
     def set_scan_states(self, counts: Mapping[str, int]) -> None:
         for state in SCAN_STATES:

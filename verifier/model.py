@@ -117,7 +117,7 @@ class InventoryItem:
 # --- outcomes ----------------------------------------------------------------------------------------
 
 
-class GateCondition(str, enum.Enum):
+class GateCondition(enum.StrEnum):
     """The named conditions of the cutover gate (metric label `condition`)."""
 
     LATEST_ALL_MATCH = "latest_all_match"
@@ -127,11 +127,8 @@ class GateCondition(str, enum.Enum):
     REGISTRY_ERROR_RATIO = "registry_error_ratio"
     REGISTRY_LATENCY_P99 = "registry_latency_p99"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     MATCH = "match"
     MISMATCH = "mismatch"
     MISSING_FILESYSTEM = "missing_filesystem"
@@ -139,21 +136,15 @@ class Outcome(str, enum.Enum):
     MISSING_BOTH = "missing_both"
     ERROR = "error"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class WrongSide(str, enum.Enum):
+class WrongSide(enum.StrEnum):
     FILESYSTEM = "filesystem"
     OCI = "oci"
     BOTH = "both"
     UNKNOWN = "unknown"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Fault(str, enum.Enum):
+class Fault(enum.StrEnum):
     """What was observed. Stable snake_case codes: they are metric label values and report fields."""
 
     # bytes disagree
@@ -192,14 +183,11 @@ class Fault(str, enum.Enum):
     INVALID_INVENTORY_DIGEST = "invalid_inventory_digest"
     INTERNAL_ERROR = "internal_error"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 # --- evidence and results ----------------------------------------------------------------------------
 
 
-class ReadErrorReason(str, enum.Enum):
+class ReadErrorReason(enum.StrEnum):
     """Why a store could not be read (metric label `reason`); "not there" is not an error."""
 
     TIMEOUT = "timeout"
@@ -211,9 +199,6 @@ class ReadErrorReason(str, enum.Enum):
     PROTOCOL_ERROR = "protocol_error"
     UNREADABLE = "unreadable"
     INTEGRITY = "integrity"  # bytes did not match their own descriptor
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(slots=True)

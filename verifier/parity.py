@@ -111,7 +111,7 @@ class ParityChecker:
                                 f"refused to read: {exc}; check the inventory row and registry.repository/tag")
         except InvalidDigest:
             return self._finish(result, Outcome.ERROR, [Fault.INVALID_INVENTORY_DIGEST], None,
-                                f"the inventory's sha256 {item.sha256[:80]!r} is not a sha256 hex digest")
+                                f"the inventory's sha256 {(item.sha256 or '')[:80]!r} is not a sha256 hex digest")
 
         fs_outcome, oci_outcome = await asyncio.gather(
             self._read_filesystem(item, result), self._read_oci(reference, result), return_exceptions=True

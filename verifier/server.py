@@ -26,7 +26,7 @@ def create_app(service: Service) -> web.Application:
     app.router.add_get("/status", status_html)
     app.router.add_get("/status.json", status_json)
     app.router.add_get("/gate", gate)
-    app.router.add_get("/", lambda request: web.HTTPFound("/status"))
+    app.router.add_get("/", index)
     return app
 
 
@@ -36,6 +36,10 @@ async def start_server(service: Service) -> web.AppRunner:
     site = web.TCPSite(runner, service.settings.server.host, service.settings.server.port)
     await site.start()
     return runner
+
+
+async def index(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/status")
 
 
 async def healthz(request: web.Request) -> web.Response:

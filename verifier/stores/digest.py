@@ -13,7 +13,7 @@ import hashlib
 import os
 import zlib
 from collections.abc import AsyncIterator, Callable
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 CHUNK_SIZE = 1 << 20
 _INLINE_BELOW = 64 << 10  # a thread hop costs more than hashing this much
@@ -57,7 +57,7 @@ class Sha256Sink:
 class FileSink:
     """Spools bytes to an open binary file (used only for the zip-integrity re-read)."""
 
-    def __init__(self, fileobj: BinaryIO) -> None:
+    def __init__(self, fileobj: IO[bytes]) -> None:
         self._file = fileobj
 
     def write(self, data: bytes) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import aiofiles
+import aiofiles.os
 
 from ..errors import FileMissing, FileUnreadable, UnsafeInput
 from ..model import Fault, InventoryItem, ReadErrorReason
@@ -67,9 +69,10 @@ class FilesystemStore:
         digest = Sha256Sink()
         sink: Sink = TeeSink(digest, extra_sink) if extra_sink is not None else digest
         try:
+            # before opening: a FIFO or device would block or never end
+            if not stat.S_ISREG((await aiofiles.os.stat(full)).st_mode):
+                raise FileUnreadable(f"{relative} is not a regular file")
             async with aiofiles.open(full, "rb") as handle:
-                if not os.path.isfile(full):
-                    raise FileUnreadable(f"{relative} is not a regular file")
                 await pump(self._chunks(handle, relative), sink)
         except FileNotFoundError:
             raise FileMissing(f"{relative} does not exist under filesystem.root") from None
