@@ -73,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .service import run_service
 
         return asyncio.run(run_service(settings))
+    except ConfigError as exc:  # found while starting (e.g. an unreadable cosign key)
+        for problem in exc.problems:
+            print(f"parity-verifier: configuration error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     except SourceUnavailable as exc:
         print(f"parity-verifier: cannot run: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

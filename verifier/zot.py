@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from .errors import ConfigError, RegistryNotFound, StoreError
 from .metrics import SCAN_STATES, SEVERITIES, SIGNATURE_STATUSES, Metrics
 from .model import ArtifactCoordinates, Digest, Fault, InvalidReference, InventoryItem, OciReference
-from .stores.oci import MANIFEST_ACCEPT, MANIFEST_LIMIT, Descriptor, RegistryTransport
+from .stores.oci import MANIFEST_ACCEPT, MANIFEST_LIMIT, Descriptor, RegistryTransport, read_capped
 
 log = logging.getLogger("verifier.zot")
 
@@ -131,17 +131,11 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body, or ValueError past ``limit`` (``content.read(n)`` alone may return a part)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await response.content.read(min(64 << 10, limit + 1 - size))
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise ValueError(f"response larger than {limit} bytes")
+    """The whole body, or ValueError past ``limit``."""
+    body = await read_capped(response, limit + 1)
+    if len(body) > limit:
+        raise ValueError(f"response larger than {limit} bytes")
+    return body
 
 
 async def _get_bytes(transport: RegistryTransport, path: str, *, limit: int, accept: str,
