@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from verifier.metrics import Metrics
+from verifier.config import settings_from_mapping
+from verifier.server import create_app
+from verifier.service import Service
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "alerts"
@@ -24,21 +25,22 @@ DASHBOARDS = REPO / "dashboards"
 
 
 @pytest.fixture(scope="session")
-async def metrics_exposition() -> str:
-    """The text a Prometheus scrape of the sidecar's /metrics returns, over real HTTP on 127.0.0.1.
+async def metrics_exposition(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """What a Prometheus scrape of the sidecar's real /metrics endpoint (verifier.server) returns.
 
-    For now the server here renders a fresh `Metrics` with one tenant declared (per-tenant series
-    exist only once the inventory names a tenant); it is meant to be replaced by `verifier.server`.
+    The sidecar is built from a configuration but not started: per-tenant series exist once the
+    inventory names a tenant, so one tenant is declared as an inventory refresh would.
     """
-    metrics = Metrics(CollectorRegistry())
-    metrics.declare_tenants(["acme"])
-
-    async def handle(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/metrics", handle)
-    runner = web.AppRunner(app)
+    workdir = tmp_path_factory.mktemp("exposition")
+    settings = settings_from_mapping({
+        "inventory": {"source": "file", "path": "versions.yaml"},
+        "filesystem": {"root": "store"},
+        "registry": {"url": "http://127.0.0.1:9"},
+        "ledger": {"path": "ledger.sqlite"},
+    }, base_dir=workdir)
+    service = Service(settings)
+    service.metrics.declare_tenants(["acme"])
+    runner = web.AppRunner(create_app(service))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
