@@ -63,8 +63,14 @@ class Scheduler:
     # --- inventory ------------------------------------------------------------------------------
 
     def update_inventory(self, items: Iterable[InventoryItem], now: dt.datetime,
-                         prior: Mapping[ArtifactCoordinates, PriorState] | None = None) -> list[InventoryItem]:
-        """Replace the set of known versions. Returns the versions that are new to this process."""
+                         prior: Mapping[ArtifactCoordinates, PriorState] | None = None, *,
+                         from_ledger: bool = False) -> list[InventoryItem]:
+        """Replace the set of known versions. Returns the versions that are new to this process.
+
+        `from_ledger`: the versions the ledger remembers, standing in for an inventory that could not be
+        read at start; they are not "new" (no verification lag is measured for them), and the first real
+        inventory read still counts as the first.
+        """
         prior = prior or {}
         fresh: list[InventoryItem] = []
         present: set[ArtifactCoordinates] = set()
@@ -81,13 +87,14 @@ class Scheduler:
                 track.last_checked_at = known.last_checked_at
                 track.first_checked_at = known.first_checked_at
                 track.consecutive_failures = known.consecutive_failures
-            track.arrived_while_running = self._loaded_once and track.first_checked_at is None
+            track.arrived_while_running = self._loaded_once and not from_ledger and track.first_checked_at is None
             self.tracks[item.coordinates] = track
             fresh.append(item)
             self._push(track)
         for gone in set(self.tracks) - present:
             del self.tracks[gone]  # its heap entries are skipped lazily
-        self._loaded_once = True
+        if not from_ledger:
+            self._loaded_once = True
         return fresh
 
     # --- ordering -------------------------------------------------------------------------------
@@ -103,13 +110,15 @@ class Scheduler:
         return track.last_checked_at + min(backoff, self.coverage_window * RECHECK_FRACTION)
 
     def _push(self, track: Track) -> None:
-        track.generation += 1
+        # unique across tracks: a version that leaves and comes back gets a new Track, and the old one's
+        # heap entries must not pass for the new one's
+        track.generation = next(self._seq)
         due = self.due_at(track)
         if due is None:
             stamp = track.item.created_at or track.first_seen
-            entry = (_NEW, -stamp.timestamp(), next(self._seq), track.item.coordinates, track.generation)
+            entry = (_NEW, -stamp.timestamp(), track.generation, track.item.coordinates, track.generation)
         else:
-            entry = (_DUE, due.timestamp(), next(self._seq), track.item.coordinates, track.generation)
+            entry = (_DUE, due.timestamp(), track.generation, track.item.coordinates, track.generation)
         heapq.heappush(self._heap, entry)
 
     def next(self, now: dt.datetime) -> tuple[Track | None, float]:

@@ -22,7 +22,7 @@ from .errors import SourceUnavailable
 from .gate import GateVerdict, apply_to_metrics, evaluate
 from .health import RegistryProber
 from .inventory import inventory_source
-from .ledger import Ledger, open_ledger
+from .ledger import Ledger, open_ledger, retention
 from .logs import log_result
 from .metrics import Metrics
 from .model import CheckResult, InventoryItem, Outcome
@@ -35,6 +35,7 @@ log = logging.getLogger("verifier.service")
 SHUTDOWN_GRACE_SECONDS = 20.0
 GAUGE_INTERVAL_SECONDS = 2.0
 GATE_INTERVAL_SECONDS = 30.0
+GATE_MIN_INTERVAL_SECONDS = 2.0
 PRUNE_INTERVAL_SECONDS = 3600.0
 RECENT_LIMIT = 50
 
@@ -71,6 +72,7 @@ class Service:
         self.stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._inventory_loaded = asyncio.Event()
+        self._gate_due = asyncio.Event()
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._redetect = False
         self.server_up = False
@@ -143,12 +145,17 @@ class Service:
         except SourceUnavailable as exc:
             self.inventory_status.update(up=False, error=str(exc))
             self.metrics.inventory_up.set(0)
+            if not self._inventory_loaded.is_set() and not self.scheduler.tracks:
+                await self._resume_from_ledger()
             log.warning("inventory unavailable, keeping the %d versions known: %s",
                         len(self.scheduler.tracks), exc)
             return False
         now = utcnow()
         prior: dict[Any, PriorState] = {}
-        if not self._inventory_loaded.is_set() or any(i.coordinates not in self.scheduler.tracks for i in items):
+        listed = {i.coordinates for i in items}
+        if not self._inventory_loaded.is_set() or listed != self.scheduler.tracks.keys():
+            # new versions or gone ones: the ledger learns both (first seen, gone_at), and the new ones
+            # resume from what it remembers
             await self.ledger.observe(items, now)
             states = await self.ledger.latest()
             prior = {c: PriorState(s.outcome, s.last_checked_at, s.first_checked_at, s.first_seen,
@@ -164,10 +171,28 @@ class Service:
         self._wake.set()
         return True
 
+    async def _resume_from_ledger(self) -> None:
+        """The inventory is down at start: serve what the ledger knows (gauges, /status, gate) until it
+        answers. Nothing is checked meanwhile: the ledger does not keep a row's own path or sha256."""
+        assert self.ledger is not None
+        states = await self.ledger.latest()
+        known = [InventoryItem(c, created_at=s.created_at) for c, s in states.items() if s.known]
+        if not known:
+            return
+        prior = {c: PriorState(s.outcome, s.last_checked_at, s.first_checked_at, s.first_seen,
+                               s.consecutive_failures) for c, s in states.items()}
+        self.scheduler.update_inventory(known, utcnow(), prior, from_ledger=True)
+        self.metrics.declare_tenants({i.coordinates.tenant for i in known})
+        self.inventory_status.update(versions=len(known))
+        self.update_gauges()
+
     async def _inventory_loop(self) -> None:
         interval = self.settings.schedule.inventory_refresh.total_seconds()
         while not self.stopping.is_set():
-            await self.refresh_inventory()
+            try:
+                await self.refresh_inventory()
+            except Exception:  # e.g. the ledger failing: never end the loop, try again next time
+                log.exception("inventory refresh failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), interval)
 
@@ -204,8 +229,15 @@ class Service:
 
     async def _record(self, result: CheckResult) -> None:
         assert self.ledger is not None
-        await self.ledger.record(result)
+        try:
+            await self.ledger.record(result)
+        except Exception as exc:  # the check still happened: show it, keep the version's cadence
+            log.error("could not record the check of %s in the ledger: %s", result.coordinates, exc)
+        before = self.scheduler.tracks.get(result.coordinates)
+        previous = before.last_outcome if before is not None else None
         track = self.scheduler.completed(result)
+        if previous is not result.outcome and not (previous is None and result.outcome is Outcome.MATCH):
+            self._gate_due.set()  # a version went bad or recovered: the gate gauges follow promptly
         self.metrics.record_check(result)
         if track is not None and track.arrived_while_running and track.first_checked_at == result.checked_at:
             origin = track.item.created_at or track.first_seen
@@ -249,20 +281,24 @@ class Service:
         return verdict
 
     async def _gate_loop(self) -> None:
-        await self._inventory_loaded.wait()
+        """Every GATE_INTERVAL_SECONDS, and sooner (at most every GATE_MIN_INTERVAL_SECONDS) when a
+        version changed state, so that the gate gauges say what GET /gate says."""
         while not self.stopping.is_set():
+            self._gate_due.clear()
             try:
                 await self.evaluate_gate()
             except Exception:
                 log.exception("gate evaluation failed")
-            await asyncio.sleep(GATE_INTERVAL_SECONDS)
+            await asyncio.sleep(GATE_MIN_INTERVAL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gate_due.wait(), GATE_INTERVAL_SECONDS - GATE_MIN_INTERVAL_SECONDS)
 
     async def _prune_loop(self) -> None:
         assert self.ledger is not None
-        retention = max(self.settings.gate.window, self.settings.schedule.coverage_window) + dt.timedelta(days=1)
+        keep = retention(self.settings)
         while not self.stopping.is_set():
             try:
-                await self.ledger.prune(utcnow() - retention)
+                await self.ledger.prune(utcnow() - keep)
             except Exception:
                 log.exception("ledger pruning failed")
             await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
