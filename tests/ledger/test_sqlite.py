@@ -330,6 +330,17 @@ async def test_500_concurrent_records_are_all_kept(path: Path) -> None:
         assert states[versions[1]].consecutive_failures == 0
 
 
+async def test_records_still_in_flight_when_closing_are_written_before_the_file_closes(path: Path) -> None:
+    c = coords()
+    ledger = await SqliteLedger.connect(path)
+    tasks = [asyncio.create_task(ledger.record(result(c, at=T0 + dt.timedelta(seconds=i)))) for i in range(100)]
+    await asyncio.sleep(0)  # they are queued, not yet committed
+    await ledger.close()
+    await asyncio.gather(*tasks)
+    async with SqliteLedger.open(path) as reopened:
+        assert len(await reopened.history(c, 1000)) == 100
+
+
 async def test_concurrent_reads_see_every_committed_record(path: Path) -> None:
     c = coords()
     async with SqliteLedger.open(path) as ledger:

@@ -176,10 +176,10 @@ def _recorded(row: Sequence[Any]) -> RecordedCheck:
         oci_doc.pop(extra, None)
     return RecordedCheck(
         coordinates=ArtifactCoordinates(tenant, app, version),
-        outcome=Outcome(outcome),
+        outcome=_OUTCOME[outcome],
         checked_at=_dt(checked_at),  # type: ignore[arg-type]  # NOT NULL column
         faults=_faults(faults),
-        wrong_side=WrongSide(wrong_side) if wrong_side else None,
+        wrong_side=_WRONG_SIDE[wrong_side] if wrong_side else None,
         detail=detail,
         duration_seconds=duration,
         filesystem=json.loads(fs),
@@ -284,8 +284,7 @@ class SqliteLedger:
 
     def _connect(self, mode: str) -> sqlite3.Connection:
         uri = f"{self.path.resolve().as_uri()}?mode={mode}"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
-        return conn
+        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
 
     def _open_writer(self) -> None:
         path = self.path
@@ -311,7 +310,7 @@ class SqliteLedger:
             raise
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise self._fail(f"not a usable SQLite ledger ({exc}); left untouched") from None
+            raise self._fail(f"cannot be prepared for use ({exc}); any migration was rolled back") from None
         self._writer = conn
 
     def _inspect(self, conn: sqlite3.Connection) -> None:
