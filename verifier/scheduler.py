@@ -158,9 +158,11 @@ class Scheduler:
             self._push(track)
 
     def backlog(self, now: dt.datetime) -> int:
-        """Versions due now (never checked or past their due time)."""
+        """Versions due now (never checked or past their due time) and not being checked."""
         count = 0
         for track in self.tracks.values():
+            if track.in_flight:
+                continue
             due = self.due_at(track)
             if due is None or due <= now:
                 count += 1

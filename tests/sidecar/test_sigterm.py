@@ -1,0 +1,87 @@
+"""`parity-verifier run` as a real process: SIGTERM while a large JAR is being checked."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.conftest import Stores
+from tests.sidecar.conftest import row, write_inventory
+from tests.support.proxy import CountingProxy
+from verifier.ledger import SqliteLedger
+from verifier.model import Outcome
+
+REPO = Path(__file__).resolve().parents[2]
+MIB = 1 << 20
+
+
+async def test_sigterm_mid_check_lets_it_finish_records_no_half_result_and_exits_0(
+    stores: Stores, proxy: CountingProxy, inventory_file: Path, sidecar_config: dict[str, Any], tmp_path: Path,
+) -> None:
+    big, jar = stores.dual_write("monolith", "7.0.0", size=16 * MIB)
+    small, _ = stores.dual_write("monolith", "6.0.0")
+    now = dt.datetime.now(dt.UTC)
+    write_inventory(inventory_file, [row(big, now), row(small, now - dt.timedelta(days=1))])  # big first
+    sidecar_config["schedule"].update(concurrency=1, max_bytes_per_second=6 * MIB)  # a check of ~2.5s
+    config = tmp_path / "parity.yaml"
+    config.write_text(json.dumps(sidecar_config))
+    stderr_path = tmp_path / "sidecar.log"
+    base = f"http://{sidecar_config['server']['listen']}"
+
+    with open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "verifier", "run", "-c", str(config)], cwd=REPO,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 20
+        big_blob = None
+        while big_blob is None:  # the large JAR's blob is streaming
+            assert process.poll() is None, stderr_path.read_text()
+            assert time.monotonic() < deadline, "the large JAR's check never reached the registry"
+            big_blob = next((b for b in proxy.blobs() if "monolith" in b.path), None)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        async with aiohttp.ClientSession() as http, http.get(base + "/status.json") as response:
+            assert (await response.json())["coverage"]["in_flight"] == 1
+        assert big_blob.finished is None, "SIGTERM must arrive while the check is in flight"
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 25)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    logs = stderr_path.read_text()
+    assert code == 0, logs
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    messages = [line["message"] for line in lines]
+    assert "stopping: no new checks; 1 in flight" in messages and messages[-1] == "stopped cleanly"
+    assert stores.registry.password not in logs
+
+    assert big_blob.bytes == jar.stat().st_size, "the in-flight check was let finish"
+    assert [m for m in proxy.manifests() if "monolith" in m] == [f"{stores.repository(big)}:v7.0.0"], \
+        "no new check started after SIGTERM"
+
+    ledger_path = Path(sidecar_config["ledger"]["path"])
+    wal = Path(f"{ledger_path}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, "the ledger was closed cleanly (WAL checkpointed)"
+    with sqlite3.connect(ledger_path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    async with SqliteLedger.open(ledger_path) as ledger:
+        history = await ledger.history(big)
+        assert len(history) == 1
+        check = history[0]
+        assert check.outcome is Outcome.MATCH
+        assert check.filesystem["size"] == check.oci["size"] == jar.stat().st_size
+        assert check.filesystem["sha256"] == check.oci["sha256"] is not None
+        assert await ledger.history(small) == []
+        states = await ledger.latest()
+        assert states[big].outcome is Outcome.MATCH and states[small].outcome is None
