@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from .errors import SourceUnavailable
+
 if TYPE_CHECKING:
     from .service import Service
 
@@ -34,7 +36,12 @@ async def start_server(service: Service) -> web.AppRunner:
     runner = web.AppRunner(create_app(service), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, service.settings.server.host, service.settings.server.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # port taken, address not local: one line and exit 3, not a traceback
+        await runner.cleanup()
+        reason = exc.strerror or str(exc)
+        raise SourceUnavailable(f"server.listen {service.settings.server.listen}: cannot listen: {reason}") from None
     return runner
 
 

@@ -18,7 +18,7 @@ async def test_a_planted_mismatch_shows_in_metrics_status_and_one_log_line(
 ) -> None:
     versions = [stores.dual_write("orders", v)[0] for v in ("1.0.0", "1.1.0", "1.2.0")]
     write_inventory(inventory_file, [row(c) for c in versions])
-    sidecar_config["schedule"]["coverage_window"] = "5s"  # a match is re-checked after 0.8 × 5s
+    sidecar_config["schedule"]["coverage_window"] = "3s"  # a match is re-checked after 0.8 × 3s
     sidecar: Sidecar = await start_sidecar(sidecar_config)
     tenant = stores.tenant
 
@@ -36,7 +36,7 @@ async def test_a_planted_mismatch_shows_in_metrics_status_and_one_log_line(
         return (await sidecar.metric("artifact_parity_checks_total", outcome="mismatch", tenant=tenant)) == 1
 
     await sidecar.wait_for(mismatch_counted, "the re-check to count a mismatch", timeout=8)
-    assert time.monotonic() - planted < 5 + 1, "found within the scheduling interval (0.8 × coverage window)"
+    assert time.monotonic() - planted < 3 + 1, "found within the scheduling interval (0.8 × coverage window)"
 
     async def gauge_says_mismatch() -> bool:
         return (await sidecar.metric("artifact_parity_versions", state="mismatch", tenant=tenant)) == 1

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -85,3 +86,24 @@ async def test_sigterm_mid_check_lets_it_finish_records_no_half_result_and_exits
         assert await ledger.history(small) == []
         states = await ledger.latest()
         assert states[big].outcome is Outcome.MATCH and states[small].outcome is None
+
+
+async def test_run_with_its_port_taken_exits_3_with_one_line(sidecar_config: dict[str, Any], tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        sidecar_config["server"]["listen"] = listen
+        config = tmp_path / "parity.yaml"
+        config.write_text(json.dumps(sidecar_config))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "verifier", "run", "-c", str(config), cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 3
+    text = err.decode()
+    assert "Traceback" not in text
+    assert f"parity-verifier: cannot run: server.listen {listen}: cannot listen" in text
+    ledger_path = Path(sidecar_config["ledger"]["path"])
+    async with SqliteLedger.open(ledger_path) as ledger:  # the ledger it opened was closed cleanly
+        assert await ledger.latest() == {}

@@ -3,7 +3,8 @@
 Budgets are asserted where they matter, at the registry's door: every request is logged with its
 start and end (monotonic seconds), its status and the body bytes passed back, and the proxy tracks
 how many requests (and blob streams) were open at once. Blob GETs can be held at the door
-(`hold_blobs()` … `release_blobs()`) to keep a check in flight for as long as a test needs.
+(`hold_blobs()` … `release_blobs()`) to keep a check in flight for as long as a test needs, and the
+registry can be made to fail (`fail_with(503)` … `fail_with(None)`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class CountingProxy:
         self.max_blobs_in_flight = 0
         self._open = asyncio.Event()
         self._open.set()
+        self._failing: int | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
@@ -91,6 +93,10 @@ class CountingProxy:
     def release_blobs(self) -> None:
         self._open.set()
 
+    def fail_with(self, status: int | None) -> None:
+        """Answer every request with this status (and an OCI error body) instead of forwarding; None: forward."""
+        self._failing = status
+
     def reset(self) -> None:
         self.seen.clear()
         self.max_in_flight = self.in_flight
@@ -118,6 +124,10 @@ class CountingProxy:
             self.blobs_in_flight += 1
             self.max_blobs_in_flight = max(self.max_blobs_in_flight, self.blobs_in_flight)
         try:
+            if self._failing is not None:
+                seen.status = self._failing
+                return web.json_response({"errors": [{"code": "UNAVAILABLE", "message": "planted by the test"}]},
+                                         status=self._failing)
             if is_blob:
                 await self._open.wait()
             headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
