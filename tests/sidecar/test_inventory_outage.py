@@ -108,6 +108,7 @@ async def test_a_restart_while_the_inventory_is_down_serves_what_the_ledger_know
     assert await first.stop() == 0
 
     await app_db.allow_login(False)
+    proxy.reset()
     second: Sidecar = await start_sidecar(sidecar_config)
 
     async def served_from_ledger() -> bool:
@@ -123,6 +124,7 @@ async def test_a_restart_while_the_inventory_is_down_serves_what_the_ledger_know
     assert (await second.get("/readyz"))[0] == 200
     gate = await second.gate()
     assert gate["verdict"] == "NO-GO" and [v["version"] for v in gate["blocking_versions"]] == ["5.1"]
+    assert proxy.manifests() == [], "nothing is checked from the ledger's memory alone (rows may carry paths)"
 
     await app_db.allow_login(True)
 
