@@ -57,7 +57,7 @@ class Scheduler:
     retry_max: dt.timedelta = dt.timedelta(hours=1)
     tracks: dict[ArtifactCoordinates, Track] = field(default_factory=dict)
     _heap: list[tuple[int, float, int, ArtifactCoordinates, int]] = field(default_factory=list)
-    _seq: itertools.count = field(default_factory=itertools.count)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
     _loaded_once: bool = False
 
     # --- inventory ------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ class Scheduler:
         if track.last_outcome is Outcome.MATCH:
             return track.last_checked_at + self.coverage_window * RECHECK_FRACTION
         exponent = max(0, track.consecutive_failures - 1)
-        backoff = min(self.retry_max, self.retry_after * (2 ** min(exponent, 30)))
+        backoff = min(self.retry_max, self.retry_after * (1 << min(exponent, 30)))
         return track.last_checked_at + min(backoff, self.coverage_window * RECHECK_FRACTION)
 
     def _push(self, track: Track) -> None:

@@ -216,7 +216,12 @@ class Service:
                 continue
             task = asyncio.create_task(self._check(track.item), name=f"check {track.item.coordinates}")
             self._in_flight.add(task)
-            task.add_done_callback(lambda t: (self._in_flight.discard(t), slots.release()))
+
+            def finished(t: asyncio.Task[None]) -> None:
+                self._in_flight.discard(t)
+                slots.release()
+
+            task.add_done_callback(finished)
 
     async def _check(self, item: InventoryItem) -> None:
         assert self.ledger is not None

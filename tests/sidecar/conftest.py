@@ -115,9 +115,9 @@ class Sidecar:
         assert status == 200, text
         return json.loads(text)
 
-    async def wait_for(self, probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 10.0) -> Any:
+    async def wait_for(self, probe: Callable[[], Awaitable[Any]], what: str, within: float = 10.0) -> Any:
         """Poll `probe` until it returns something truthy; fail naming `what` (and the service's state)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         last: Any = None
         while time.monotonic() < deadline:
             if self.task.done():
@@ -126,7 +126,7 @@ class Sidecar:
             if last:
                 return last
             await asyncio.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last {last!r}; "
+        raise AssertionError(f"timed out after {within}s waiting for {what}; last {last!r}; "
                              f"status {json.dumps(await self.status())[:1500]}")
 
     async def stop(self) -> int:

@@ -52,7 +52,7 @@ async def test_requests_per_second_hold_at_the_registry(
     async def all_checked() -> bool:
         return (await sidecar.metric("artifact_parity_versions", state="match", tenant=stores.tenant)) == 10
 
-    await sidecar.wait_for(all_checked, "every version to be checked under the budget", timeout=20)
+    await sidecar.wait_for(all_checked, "every version to be checked under the budget", within=20)
     assert await sidecar.stop() == 0
 
     seen = sorted(proxy.seen, key=lambda s: s.started)
@@ -78,7 +78,7 @@ async def test_bytes_per_second_hold_at_the_registry(
     async def all_checked() -> bool:
         return (await sidecar.metric("artifact_parity_versions", state="match", tenant=stores.tenant)) == 8
 
-    await sidecar.wait_for(all_checked, "every version to be checked under the budget", timeout=20)
+    await sidecar.wait_for(all_checked, "every version to be checked under the budget", within=20)
     assert await sidecar.stop() == 0
 
     blobs = sorted(proxy.blobs(), key=lambda s: s.started)

@@ -35,13 +35,13 @@ async def test_a_planted_mismatch_shows_in_metrics_status_and_one_log_line(
     async def mismatch_counted() -> bool:
         return (await sidecar.metric("artifact_parity_checks_total", outcome="mismatch", tenant=tenant)) == 1
 
-    await sidecar.wait_for(mismatch_counted, "the re-check to count a mismatch", timeout=8)
+    await sidecar.wait_for(mismatch_counted, "the re-check to count a mismatch", within=8)
     assert time.monotonic() - planted < 3 + 1, "found within the scheduling interval (0.8 × coverage window)"
 
     async def gauge_says_mismatch() -> bool:
         return (await sidecar.metric("artifact_parity_versions", state="mismatch", tenant=tenant)) == 1
 
-    await sidecar.wait_for(gauge_says_mismatch, "the versions gauge to show the mismatch", timeout=4)
+    await sidecar.wait_for(gauge_says_mismatch, "the versions gauge to show the mismatch", within=4)
     samples = await sidecar.metrics()
     assert value(samples, "artifact_parity_versions", state="match", tenant=tenant) == 2
     assert value(samples, "artifact_parity_faults_total", fault="oci_blob_digest_mismatch", tenant=tenant) == 1

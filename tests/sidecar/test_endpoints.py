@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,11 @@ async def test_metrics_pass_promtool_have_help_and_every_label_value_from_start(
     code, headers, text = await sidecar.get("/metrics")
     assert code == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
 
-    lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-    assert lint.returncode == 0 and lint.stdout.strip() == "" and lint.stderr.strip() == "", \
-        f"promtool check metrics: {lint.stdout}{lint.stderr}"
+    promtool = await asyncio.create_subprocess_exec(
+        PROMTOOL, "check", "metrics", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(promtool.communicate(text.encode()), 30)
+    assert promtool.returncode == 0 and out.strip() == b"" and err.strip() == b"", \
+        f"promtool check metrics: {out.decode()}{err.decode()}"
 
     families = list(text_string_to_metric_families(text))
     assert {f.name for f in families if f.name.startswith("artifact_parity_")} >= {

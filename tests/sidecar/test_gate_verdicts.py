@@ -68,7 +68,7 @@ async def test_the_gate_in_each_of_its_verdicts(
         v = await sidecar.gate()
         return v if v["verdict"] == "GO" else None
 
-    verdict = await sidecar.wait_for(go, "the gate to say GO", timeout=15)
+    verdict = await sidecar.wait_for(go, "the gate to say GO", within=15)
     assert all(c["ok"] for c in verdict["conditions"]) and verdict["blocking_versions"] == []
     await assert_gauges_agree(sidecar, verdict)
     code, out, err = await gate_cli(config, "text")
@@ -85,7 +85,7 @@ async def test_the_gate_in_each_of_its_verdicts(
         return (value(s, "artifact_parity_versions", state="mismatch", tenant=stores.tenant) == 1
                 and value(s, "artifact_parity_cutover_ready") == 0)
 
-    await sidecar.wait_for(cutover_withdrawn, "artifact_parity_cutover_ready to drop to 0", timeout=10)
+    await sidecar.wait_for(cutover_withdrawn, "artifact_parity_cutover_ready to drop to 0", within=10)
     verdict = await sidecar.gate()
     assert verdict["verdict"] == "NO-GO"
     assert [(v["version"], v["outcome"]) for v in verdict["blocking_versions"]] == [("1.0", "mismatch")]

@@ -49,7 +49,7 @@ async def test_a_restart_keeps_the_ledger_and_the_gauges_without_a_recheck_storm
         return (value(s, "artifact_parity_versions", state="match", tenant=tenant) == 2
                 and value(s, "artifact_parity_versions", state="mismatch", tenant=tenant) == 1)
 
-    await second.wait_for(gauges_restored, "the versions gauge to come back from the ledger", timeout=6)
+    await second.wait_for(gauges_restored, "the versions gauge to come back from the ledger", within=6)
     samples = await second.metrics()
     assert value(samples, "artifact_parity_versions", state="unverified", tenant=tenant) == 0
     assert value(samples, "artifact_parity_coverage_ratio") == 1.0

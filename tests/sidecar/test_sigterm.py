@@ -26,6 +26,16 @@ REPO = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
 
 
+def wal_size(ledger: Path) -> int:
+    wal = Path(f"{ledger}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def integrity(ledger: Path) -> str:
+    with sqlite3.connect(ledger) as db:
+        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
 async def test_sigterm_mid_check_lets_it_finish_records_no_half_result_and_exits_0(
     stores: Stores, proxy: CountingProxy, inventory_file: Path, sidecar_config: dict[str, Any], tmp_path: Path,
 ) -> None:
@@ -36,17 +46,16 @@ async def test_sigterm_mid_check_lets_it_finish_records_no_half_result_and_exits
     sidecar_config["schedule"].update(concurrency=1, max_bytes_per_second=6 * MIB)  # a check of ~2.5s
     config = tmp_path / "parity.yaml"
     config.write_text(json.dumps(sidecar_config))
-    stderr_path = tmp_path / "sidecar.log"
     base = f"http://{sidecar_config['server']['listen']}"
 
-    with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "verifier", "run", "-c", str(config)], cwd=REPO,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "verifier", "run", "-c", str(config), cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
         big_blob = None
         while big_blob is None:  # the large JAR's blob is streaming
-            assert process.poll() is None, stderr_path.read_text()
+            assert process.returncode is None, "the sidecar exited early"
             assert time.monotonic() < deadline, "the large JAR's check never reached the registry"
             big_blob = next((b for b in proxy.blobs() if "monolith" in b.path), None)
             await asyncio.sleep(0.05)
@@ -55,13 +64,13 @@ async def test_sigterm_mid_check_lets_it_finish_records_no_half_result_and_exits
             assert (await response.json())["coverage"]["in_flight"] == 1
         assert big_blob.finished is None, "SIGTERM must arrive while the check is in flight"
         process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, 25)
+        _, err = await asyncio.wait_for(process.communicate(), 25)
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-            process.wait()
-    logs = stderr_path.read_text()
-    assert code == 0, logs
+            await process.wait()
+    logs = err.decode()
+    assert process.returncode == 0, logs
     lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     messages = [line["message"] for line in lines]
     assert "stopping: no new checks; 1 in flight" in messages and messages[-1] == "stopped cleanly"
@@ -72,10 +81,8 @@ async def test_sigterm_mid_check_lets_it_finish_records_no_half_result_and_exits
         "no new check started after SIGTERM"
 
     ledger_path = Path(sidecar_config["ledger"]["path"])
-    wal = Path(f"{ledger_path}-wal")
-    assert not wal.exists() or wal.stat().st_size == 0, "the ledger was closed cleanly (WAL checkpointed)"
-    with sqlite3.connect(ledger_path) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert wal_size(ledger_path) == 0, "the ledger was closed cleanly (WAL checkpointed)"
+    assert integrity(ledger_path) == "ok"
     async with SqliteLedger.open(ledger_path) as ledger:
         history = await ledger.history(big)
         assert len(history) == 1
