@@ -290,3 +290,17 @@ async def test_large_jar_is_hashed_in_constant_memory(stores: Stores, checker: P
     assert result.outcome is Outcome.MATCH
     assert result.filesystem.size == result.oci.size == jar.stat().st_size >= 200 * 1024 * 1024
     assert peak < 24 * 1024 * 1024, f"peak Python allocation {peak / 2**20:.1f} MiB for a 200 MiB JAR"
+
+
+async def test_byte_flip_in_a_compressed_real_jar_blames_the_filesystem(stores: Stores, checker: ParityChecker
+                                                                        ) -> None:
+    """Debian's JARs deflate their entries: a damaged entry fails to inflate rather than its CRC."""
+    jar = max(debian_jars(8), key=lambda p: p.stat().st_size)
+    c = stores.coordinates("deflated", "1.0")
+    stores.put_file(c, jar)
+    stores.push(c, jar)
+    flip_byte(stores.file_path(c))
+    result = await checker.check(item(c, sha256=sha(jar)))
+    assert result.outcome is Outcome.MISMATCH, result.detail
+    assert result.wrong_side is WrongSide.FILESYSTEM
+    assert result.faults == [Fault.FILESYSTEM_JAR_CORRUPT]

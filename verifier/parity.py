@@ -15,6 +15,7 @@ import os
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 from .errors import FileMissing, IntegrityError, LayoutError, NotFound, StoreError, UnsafeInput
@@ -51,7 +52,8 @@ def jar_integrity(path: str | os.PathLike[str]) -> ZipVerdict:
             bad = jar.testzip()
     except zipfile.BadZipFile as exc:
         return ZipVerdict(False, f"not a valid zip ({exc})")
-    except (OSError, EOFError, ValueError, NotImplementedError) as exc:
+    except (OSError, EOFError, ValueError, NotImplementedError, RuntimeError, zlib.error) as exc:
+        # zlib.error: a deflated entry whose bytes were damaged; RuntimeError: encrypted entries
         return ZipVerdict(False, f"zip cannot be read ({type(exc).__name__}: {exc})")
     if bad is not None:
         return ZipVerdict(False, f"entry {bad!r} fails its CRC-32 check")
@@ -87,7 +89,7 @@ class ParityChecker:
             log.exception("internal error while checking %s", item.coordinates)
             result.outcome, result.wrong_side = Outcome.ERROR, None
             result.faults = [Fault.INTERNAL_ERROR]
-            result.detail = f"internal error: {type(exc).__name__}: {exc}"
+            result.detail = f"internal error ({type(exc).__module__}.{type(exc).__name__}): {exc}"
         result.duration_seconds = time.perf_counter() - started
         result.checked_at = dt.datetime.now(dt.UTC)
         return result
