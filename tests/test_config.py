@@ -54,8 +54,9 @@ def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (MINIMAL + "registry_url: x\n", ["parity.yaml: registry_url: unknown key"]),
-        (MINIMAL.replace("registry: {", "registry: {pasword: x, "), ["parity.yaml: registry.pasword: unknown key"]),
+        (MINIMAL + "registry_url: x\n", ["parity.yaml: registry_url: unknown key (did you mean registry?)"]),
+        (MINIMAL.replace("registry: {", "registry: {pasword: x, "),
+         ["parity.yaml: registry.pasword: unknown key (did you mean registry.password?)"]),
         ("filesystem: {root: s}\nregistry: {url: 'http://h'}\n", ["parity.yaml: inventory: required key is missing"]),
         (MINIMAL.replace('{url: "http://127.0.0.1:5000"}', "{}"), ["parity.yaml: registry.url: required key is missing"]),
         (MINIMAL + "schedule: {coverage_window: 24x}\n",

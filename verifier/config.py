@@ -8,6 +8,7 @@ against the config file's folder; durations are ``<int>s|m|h|d``. Unknown keys a
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import os
 import re
 from pathlib import Path
@@ -281,11 +282,24 @@ def settings_from_mapping(raw: Any, *, base_dir: Path, name: str = "<config>") -
     return settings.model_copy(update={"source_file": Path(name)})
 
 
+def _suggest(loc: tuple[Any, ...]) -> str:
+    """`registry.pasword` → ` (did you mean registry.password?)`."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        model = field.annotation if field is not None else None
+    if not hasattr(model, "model_fields"):
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), [k for k in model.model_fields if k != "source_file"], n=1)
+    prefix = ".".join(str(p) for p in loc[:-1])
+    return f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
+
+
 def _describe(err: Any) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"{loc}: unknown key"
+        return f"{loc}: unknown key{_suggest(err['loc'])}"
     if kind == "missing":
         return f"{loc}: required key is missing"
     message = err["msg"]
