@@ -1,7 +1,11 @@
 """The demo: a local registry and filesystem store seeded with real JARs, then `parity-verifier check`.
 
     python scripts/demo.py            seed demo/, check (all match), plant three faults, check again
-    python scripts/demo.py --serve    start the registry on demo/ again and run the sidecar against it
+    python scripts/demo.py --serve [--port 9464]
+                                      start the registry on demo/ again and run the sidecar against it
+
+The demo registry runs only while the script does (on a new port each time); demo/parity.yaml is
+rewritten at each start to point at it. `gate` works on demo/ at any time (it reads the ledger only).
 
 Everything lives under ./demo (delete it to start over). Traffic stays on 127.0.0.1.
 """
@@ -12,11 +16,14 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -61,7 +68,7 @@ def seed(registry: RegistryServer) -> list[dict]:
     return rows
 
 
-def write_config(registry: RegistryServer) -> Path:
+def write_config(registry: RegistryServer, port: int = 9464) -> Path:
     (DEMO / "registry-password").write_text(registry.password + "\n")
     config = {
         "inventory": {"source": "file", "path": "versions.yaml"},
@@ -69,12 +76,13 @@ def write_config(registry: RegistryServer) -> Path:
         "registry": {"url": registry.url, "username": registry.username, "password_file": "registry-password",
                      "timeout_seconds": 30},
         "ledger": {"path": "ledger.sqlite"},
-        "server": {"listen": "127.0.0.1:9464"},
+        "server": {"listen": f"127.0.0.1:{port}"},
         "schedule": {"inventory_refresh": "10s", "coverage_window": "5m", "concurrency": 4},
         "gate": {"window": "1h"},
     }
     path = DEMO / "parity.yaml"
-    path.write_text("# written by scripts/demo.py\n" + json.dumps(config, indent=2) + "\n")
+    path.write_text("# written by scripts/demo.py at each start: the demo registry's port changes every time\n"
+                    + yaml.safe_dump(config, sort_keys=False))
     return path
 
 
@@ -97,6 +105,8 @@ def plant_faults(registry: RegistryServer) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", action="store_true", help="run the sidecar against the demo stores")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PARITY_DEMO_PORT", "9464")),
+                        help="the sidecar's port with --serve (default 9464, or $PARITY_DEMO_PORT)")
     args = parser.parse_args()
 
     if args.serve:
@@ -104,8 +114,9 @@ def main() -> int:
             print("no demo/ yet: run `make demo` first", file=sys.stderr)
             return 2
         with running_registry(DEMO / "registry") as registry:
-            config = write_config(registry)
-            say(f"the sidecar: http://127.0.0.1:9464/status  (/metrics, /gate); registry {registry.url}; Ctrl-C stops")
+            config = write_config(registry, args.port)
+            say(f"the sidecar: http://127.0.0.1:{args.port}/status  (/metrics, /gate); registry {registry.url}; "
+                "Ctrl-C stops")
             with contextlib.suppress(KeyboardInterrupt):
                 return subprocess.call([*CLI, "run", "-c", str(config)], cwd=ROOT)
         return 0
@@ -115,7 +126,7 @@ def main() -> int:
     with running_registry(DEMO / "registry") as registry:
         say(f"seeding a filesystem store and a registry ({registry.url}) with the same real JARs")
         rows = seed(registry)
-        (DEMO / "versions.yaml").write_text(json.dumps(rows, indent=2) + "\n")
+        (DEMO / "versions.yaml").write_text(yaml.safe_dump(rows, sort_keys=False))
         config = write_config(registry)
 
         say(f"parity-verifier check -c {config.relative_to(ROOT)}   (both stores identical)")
@@ -131,8 +142,9 @@ def main() -> int:
         second = check(config)
         say("done")
         print(f"  clean run exit code {first}; run with planted faults exit code {second} (1 = non-matches found)")
-        print("  `make serve` runs the sidecar on these stores: http://127.0.0.1:9464/status")
-        print(f"  `{' '.join(['parity-verifier', 'gate', '-c', 'demo/parity.yaml'])}` gives the cutover verdict")
+        print("  the demo registry has stopped with this script; `make serve` starts it again and runs the")
+        print("  sidecar on these stores: http://127.0.0.1:9464/status (PARITY_DEMO_PORT=9465 make serve for another port)")
+        print("  `.venv/bin/parity-verifier gate -c demo/parity.yaml` gives the cutover verdict from the ledger")
         return 0 if second == 1 else 1
 
 
