@@ -60,7 +60,7 @@ async def test_requests_per_second_hold_at_the_registry(
     t0 = seen[0].started
     burst = max(rps, 1.0)  # TokenBucket's default burst: one second's worth
     for n, s in enumerate(seen, start=1):
-        allowed = burst + rps * (s.started - t0) + 1  # +1: the first token is taken just before t0
+        allowed = burst + rps * (s.started - t0) + 2  # +2: the first request may reach the proxy up to 0.2s late
         assert n <= allowed, f"{n} requests reached the registry within {s.started - t0:.2f}s (budget {rps}/s)"
     assert len(seen) > burst + 1, "the test sends enough requests for the budget to bind"
 
@@ -86,7 +86,7 @@ async def test_bytes_per_second_hold_at_the_registry(
     burst = max(bps / 4, 1 << 20)  # RegistryBudget: a quarter second, at least one 1 MiB chunk
     read = 0
     for b in blobs:  # one check at a time: a blob is requested only once the previous one is paid for
-        allowed = burst + bps * (b.started - blobs[0].started) + 64 * KIB
+        allowed = burst + bps * (b.started - blobs[0].started) + 128 * KIB  # the first blob may arrive late
         assert read <= allowed, f"{read} bytes read within {b.started - blobs[0].started:.2f}s (budget {bps}/s)"
         read += b.bytes
     assert read > burst + bps, "the test moves enough bytes for the budget to bind"

@@ -36,7 +36,7 @@ async def test_a_planted_mismatch_shows_in_metrics_status_and_one_log_line(
         return (await sidecar.metric("artifact_parity_checks_total", outcome="mismatch", tenant=tenant)) == 1
 
     await sidecar.wait_for(mismatch_counted, "the re-check to count a mismatch", within=8)
-    assert time.monotonic() - planted < 3 + 1, "found within the scheduling interval (0.8 × coverage window)"
+    assert time.monotonic() - planted < 3 + 2, "found within the scheduling interval (0.8 × coverage window)"
 
     async def gauge_says_mismatch() -> bool:
         return (await sidecar.metric("artifact_parity_versions", state="mismatch", tenant=tenant)) == 1

@@ -42,8 +42,9 @@ async def test_the_gate_in_each_of_its_verdicts(
 ) -> None:
     versions = [stores.dual_write("ledgerapp", v)[0] for v in ("1.0", "1.1")]
     write_inventory(inventory_file, [row(c) for c in versions])
-    sidecar_config["schedule"]["coverage_window"] = "4s"  # re-checked every 3.2s
-    sidecar_config["gate"] = {"window": "4s"}
+    # re-checked every 4s: the window (6s) always holds registry reads, no version is older than 5s
+    sidecar_config["schedule"]["coverage_window"] = "5s"
+    sidecar_config["gate"] = {"window": "6s"}
     config = tmp_path / "parity.yaml"
     config.write_text(json.dumps(sidecar_config))  # JSON is YAML
     sidecar: Sidecar = await start_sidecar(sidecar_config)
@@ -53,7 +54,7 @@ async def test_the_gate_in_each_of_its_verdicts(
 
     await sidecar.wait_for(checked, "the first pass")
 
-    # INCONCLUSIVE: everything matches, but the 4s window has not been observed yet
+    # INCONCLUSIVE: everything matches, but the 6s window has not been observed yet
     verdict = await sidecar.gate()
     assert verdict["verdict"] == "INCONCLUSIVE"
     failing = {c["name"] for c in verdict["conditions"] if not c["ok"]}

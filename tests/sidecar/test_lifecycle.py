@@ -74,7 +74,7 @@ async def test_stop_abandons_an_unfinished_check_without_recording_it(
     stores: Stores, proxy: CountingProxy, inventory_file: Path, sidecar_config: dict[str, Any], start_sidecar: Any,
     monkeypatch: Any,
 ) -> None:
-    monkeypatch.setattr(service_module, "SHUTDOWN_GRACE_SECONDS", 1.5)
+    monkeypatch.setattr(service_module, "SHUTDOWN_GRACE_SECONDS", 2.0)
     c, _ = stores.dual_write("payments", "9.0.0")
     write_inventory(inventory_file, [row(c)])
     proxy.hold_blobs()
