@@ -275,3 +275,17 @@ def test_a_backlog_of_100_000_versions_is_picked_one_heap_pop_at_a_time(monkeypa
     s.update_inventory(items[: n - n // 10], T0 + 2 * MIN)
     assert sum(s.state_counts().values()) == n - n // 10
     assert (counting.pushes, counting.pops) == (0, 0)
+
+
+def test_a_postponed_version_waits_until_its_time_then_keeps_its_new_first_rank_after() -> None:
+    s = make()
+    s.update_inventory([item("1.0", T0), item("0.9", T0 - HOUR)], T0)
+    young = pick(s, T0)
+    assert young is not None and young.version == "1.0"
+    s.postpone(young, T0 + dt.timedelta(seconds=30))
+    assert s.tracks[young].state == "unverified" and not s.tracks[young].in_flight
+    assert pick(s, T0).version == "0.9"  # type: ignore[union-attr]
+    assert s.next(T0 + dt.timedelta(seconds=29)) == (None, pytest.approx(1.0))
+    assert pick(s, T0 + dt.timedelta(seconds=30)) == young
+    s.completed(done(young, T0 + dt.timedelta(seconds=30)))
+    assert s.tracks[young].not_before is None and s.tracks[young].state == "match"

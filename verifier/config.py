@@ -148,6 +148,9 @@ class ScheduleSettings(_Section):
     max_requests_per_second: Annotated[float, Field(ge=0)] = 0
     retry_after: Duration = dt.timedelta(minutes=1)  # first re-check of a non-match
     retry_max: Duration = dt.timedelta(hours=1)  # back-off ceiling
+    # A version younger than this (from created_at, else first seen) that is missing from a store is
+    # checked again later instead of being recorded: the dual-write may still be uploading it.
+    settle_time: Duration = dt.timedelta(minutes=2)
 
 
 class MetricsSettings(_Section):

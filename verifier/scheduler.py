@@ -33,6 +33,7 @@ class Track:
     arrived_while_running: bool = False  # seen first by a refresh after start: its lag is measured
     in_flight: bool = False
     generation: int = 0
+    not_before: dt.datetime | None = None  # postponed: a young version not yet settled in both stores
 
     @property
     def state(self) -> str:
@@ -114,6 +115,8 @@ class Scheduler:
         # heap entries must not pass for the new one's
         track.generation = next(self._seq)
         due = self.due_at(track)
+        if track.not_before is not None and (due is None or due < track.not_before):
+            due = track.not_before
         if due is None:
             stamp = track.item.created_at or track.first_seen
             entry = (_NEW, -stamp.timestamp(), track.generation, track.item.coordinates, track.generation)
@@ -142,6 +145,7 @@ class Scheduler:
         if track is None:
             return None
         track.in_flight = False
+        track.not_before = None
         if track.first_checked_at is None:
             track.first_checked_at = result.checked_at
         track.last_checked_at = result.checked_at
@@ -149,6 +153,14 @@ class Scheduler:
         track.consecutive_failures = 0 if result.outcome is Outcome.MATCH else track.consecutive_failures + 1
         self._push(track)
         return track
+
+    def postpone(self, coordinates: ArtifactCoordinates, until: dt.datetime) -> None:
+        """A check whose result is not kept (a version still being uploaded): check it again at ``until``."""
+        track = self.tracks.get(coordinates)
+        if track is not None:
+            track.in_flight = False
+            track.not_before = until
+            self._push(track)
 
     def abandoned(self, coordinates: ArtifactCoordinates) -> None:
         """A check that did not finish (shutdown): nothing recorded, the version stays as it was."""

@@ -32,6 +32,8 @@ from .zot import RegistryFlavour, SupplyChainSnapshot, ZotMonitor
 
 log = logging.getLogger("verifier.service")
 
+_MISSING = frozenset({Outcome.MISSING_OCI, Outcome.MISSING_FILESYSTEM, Outcome.MISSING_BOTH})
+
 SHUTDOWN_GRACE_SECONDS = 20.0
 GAUGE_INTERVAL_SECONDS = 2.0
 GATE_INTERVAL_SECONDS = 30.0
@@ -230,7 +232,31 @@ class Service:
         except asyncio.CancelledError:
             self.scheduler.abandoned(item.coordinates)
             raise
+        if self._unsettled(result):
+            return
         await asyncio.shield(self._record(result))
+
+    def _unsettled(self, result: CheckResult) -> bool:
+        """A never-checked version missing from a store while younger than `schedule.settle_time`.
+
+        During dual-write a row can appear before both uploads land; recording that as `missing_*`
+        would make the gate NO-GO for a whole window. It is checked again once settled instead.
+        """
+        settle = self.settings.schedule.settle_time
+        track = self.scheduler.tracks.get(result.coordinates)
+        if not settle or track is None or track.last_outcome is not None or result.outcome not in _MISSING:
+            return False
+        settled_at = (track.item.created_at or track.first_seen) + settle
+        now = utcnow()
+        if settled_at <= now:
+            return False
+        retry = min(settled_at, now + max(settle / 4, dt.timedelta(seconds=1)))
+        log.info("%s is %s but only %ds old: checking again at %s before recording it", result.coordinates,
+                 result.outcome.value, (now - (track.item.created_at or track.first_seen)).total_seconds(),
+                 retry.isoformat(timespec="seconds"))
+        self.scheduler.postpone(result.coordinates, retry)
+        self._wake.set()
+        return True
 
     async def _record(self, result: CheckResult) -> None:
         assert self.ledger is not None

@@ -159,7 +159,8 @@ def sidecar_config(stores: Stores, tmp_path: Path, proxy: CountingProxy, invento
         "ledger": {"path": str(tmp_path / "ledger" / "parity.sqlite")},
         "server": {"listen": f"127.0.0.1:{free_port()}"},
         "schedule": {"inventory_refresh": "1s", "coverage_window": "1h", "concurrency": 2,
-                     "retry_after": "1m", "retry_max": "10m"},
+                     "retry_after": "1m", "retry_max": "10m",
+                     "settle_time": "0s"},  # test_settle.py covers the grace given to young versions
         "logging": {"format": "json"},
     }
 
