@@ -15,9 +15,9 @@ from tests.support.jars import build_jar
 from tests.support.postgres import PostgresServer, running_postgres
 from tests.support.registry import RegistryServer, running_registry
 from verifier.model import ArtifactCoordinates, InventoryItem
+from verifier.parity import ParityChecker
 from verifier.stores.filesystem import FilesystemStore
 from verifier.stores.oci import Credentials, OciStore, RegistryTransport
-from verifier.parity import ParityChecker
 
 _counter = itertools.count(1)
 

@@ -37,9 +37,9 @@ async def app_db(postgres: PostgresServer, request: pytest.FixtureRequest) -> st
     await conn.executemany(
         "INSERT INTO app_versions (tenant_id, app_id, version, created_at, jar_sha256, jar_size) "
         "VALUES ($1, $2, $3, $4, $5, $6)",
-        [("acme", "orders", "1.4.2", dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc), "ab" * 32, 595165),
-         ("acme", "orders", "1.5.0", dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc), None, None),
-         ("globex", "billing", "7", dt.datetime(2026, 10, 2, tzinfo=dt.timezone.utc), None, None)])
+        [("acme", "orders", "1.4.2", dt.datetime(2026, 11, 1, tzinfo=dt.UTC), "ab" * 32, 595165),
+         ("acme", "orders", "1.5.0", dt.datetime(2026, 11, 20, tzinfo=dt.UTC), None, None),
+         ("globex", "billing", "7", dt.datetime(2026, 10, 2, tzinfo=dt.UTC), None, None)])
     await conn.close()
     return dsn
 
@@ -49,7 +49,7 @@ async def test_postgres_inventory_reads_app_versions(app_db: str) -> None:
     assert [i.coordinates for i in items] == [
         ArtifactCoordinates("acme", "orders", "1.4.2"), ArtifactCoordinates("acme", "orders", "1.5.0"),
         ArtifactCoordinates("globex", "billing", "7")]
-    assert items[0].created_at == dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    assert items[0].created_at == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
 async def test_postgres_rows_may_carry_the_platforms_digest(app_db: str) -> None:
@@ -83,7 +83,7 @@ async def test_list_file_yaml_and_json(tmp_path: Path) -> None:
                                      "- {tenant: acme, app: orders, version: '2.0', created_at: 2026-11-02T10:00:00Z}\n")
     items = await ListFileInventory(tmp_path / "v.yaml").load()
     assert [i.coordinates.version for i in items] == ["1.10", "2.0"]
-    assert items[1].created_at == dt.datetime(2026, 11, 2, 10, tzinfo=dt.timezone.utc)
+    assert items[1].created_at == dt.datetime(2026, 11, 2, 10, tzinfo=dt.UTC)
     (tmp_path / "v.json").write_text(json.dumps([{"tenant": "a", "app": "b", "version": "3", "size": 12}]))
     assert (await ListFileInventory(tmp_path / "v.json").load())[0].size == 12
 

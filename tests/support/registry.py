@@ -81,9 +81,9 @@ class RegistryServer:
             "mediaType": media_type,
             "config": {"mediaType": config_media_type, "digest": config_layer.digest, "size": len(config)},
             "layers": [
-                {"mediaType": l.media_type, "digest": l.digest, "size": len(l.data),
-                 **({"annotations": l.annotations} if l.annotations else {})}
-                for l in layers
+                {"mediaType": layer.media_type, "digest": layer.digest, "size": len(layer.data),
+                 **({"annotations": layer.annotations} if layer.annotations else {})}
+                for layer in layers
             ],
         }
         return self.put_manifest(repository, tag, json.dumps(manifest).encode(), media_type)
