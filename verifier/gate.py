@@ -60,6 +60,10 @@ class GateConditionResult:
         return {"name": self.name, "ok": self.ok, "value": _round(self.value),
                 "threshold": _round(self.threshold), "detail": self.detail}
 
+    def shown(self) -> dict[str, str]:
+        """The measured value and threshold as a person reads them (`4m`, `8.33%`, `≤ 5s`)."""
+        return {"measured": _show(self.value, self.unit), "limit": _threshold(self)}
+
 
 @dataclass(frozen=True, slots=True)
 class GateVerdict:

@@ -114,8 +114,10 @@ def render_status(status: dict[str, Any]) -> str:
                      "<th>measured</th><th>threshold</th><th>detail</th></tr>")
         for cond in gate["conditions"]:
             mark = "<span class='ok'>✓</span>" if cond["ok"] else "<span class='bad'>✗</span>"
-            parts.append(f"<tr><td>{mark}</td><td>{_e(cond['name'])}</td><td>{_e(cond['value'])}</td>"
-                         f"<td>{_e(cond['threshold'])}</td><td>{_e(cond['detail'])}</td></tr>")
+            measured = cond.get("measured", cond["value"])
+            limit = cond.get("limit", cond["threshold"])
+            parts.append(f"<tr><td>{mark}</td><td>{_e(cond['name'])}</td><td>{_e(measured)}</td>"
+                         f"<td>{_e(limit)}</td><td>{_e(cond['detail'])}</td></tr>")
         parts.append("</table>")
         if gate.get("blocking_versions"):
             names = ", ".join(f"{v.get('tenant')}/{v.get('app')} {v.get('version')} ({v.get('outcome')})"
@@ -152,11 +154,14 @@ def render_status(status: dict[str, Any]) -> str:
         parts.append("<p class='muted'>none</p>")
     else:
         parts.append("<table><tr><th>checked</th><th>version</th><th>outcome</th><th>wrong side</th>"
-                     "<th>faults</th><th>detail</th></tr>")
+                     "<th>faults</th><th>detail</th><th>now</th></tr>")
         for r in recent:
+            now_state = r.get("state_now", "")
+            now_class = "ok" if now_state == "match" else "bad" if now_state != "unverified" else "muted"
             parts.append(f"<tr><td>{_e(r.get('checked_at'))}</td><td>{_e(r['tenant'])}/{_e(r['app'])} "
                          f"{_e(r['version'])}</td><td class='bad'>{_e(r['outcome'])}</td><td>{_e(r['wrong_side'])}</td>"
-                         f"<td><code>{_e(', '.join(r['faults']))}</code></td><td>{_e(r['detail'])}</td></tr>")
+                         f"<td><code>{_e(', '.join(r['faults']))}</code></td><td>{_e(r['detail'])}</td>"
+                         f"<td class='{now_class}'>{_e(now_state)}</td></tr>")
         parts.append("</table>")
 
     supply = status.get("supply_chain")

@@ -25,7 +25,7 @@ from .inventory import inventory_source
 from .ledger import Ledger, open_ledger, retention
 from .logs import log_result
 from .metrics import Metrics
-from .model import CheckResult, InventoryItem, Outcome
+from .model import ArtifactCoordinates, CheckResult, InventoryItem, Outcome
 from .scheduler import PriorState, Scheduler
 from .wiring import make_checker, make_transport
 from .zot import RegistryFlavour, SupplyChainSnapshot, ZotMonitor
@@ -97,7 +97,8 @@ class Service:
                 loop.add_signal_handler(sig, self.stop)
         async with open_ledger(self.settings) as ledger, self.transport:
             self.ledger = ledger
-            self.recent.extend(await ledger.recent_non_matches(RECENT_LIMIT))
+            for entry in reversed(await ledger.recent_non_matches(RECENT_LIMIT)):
+                self._remember(entry)
             runner = await start_server(self)
             self.server_up = True
             log.info("parity-verifier %s serving on %s", __version__, self.settings.server.listen)
@@ -164,7 +165,7 @@ class Service:
                                    s.consecutive_failures) for c, s in states.items()}
         fresh = self.scheduler.update_inventory(items, now, prior)
         self.metrics.declare_tenants({i.coordinates.tenant for i in items})
-        self.inventory_status.update(up=True, error=None, last_refresh=now.isoformat(), versions=len(items))
+        self.inventory_status.update(up=True, error=None, last_refresh=now.isoformat(timespec="seconds"), versions=len(items))
         self.metrics.inventory_up.set(1)
         self.metrics.inventory_refresh_timestamp.set(now.timestamp())
         if fresh and self._inventory_loaded.is_set():
@@ -274,9 +275,17 @@ class Service:
             origin = track.item.created_at or track.first_seen
             self.metrics.verify_lag.observe(max(0.0, (result.checked_at - origin).total_seconds()))
         if result.outcome is not Outcome.MATCH:
-            self.recent.appendleft({**result.as_dict(), "checked_at": result.checked_at.isoformat()})
+            self._remember({**result.as_dict(), "checked_at": result.checked_at.isoformat(timespec="seconds")})
             log_result(log, result)
         self._wake.set()
+
+    def _remember(self, entry: dict[str, Any]) -> None:
+        """Most recent non-matches, one entry per version (its latest), newest first."""
+        key = (entry["tenant"], entry["app"], entry["version"])
+        with contextlib.suppress(TypeError, ValueError):
+            entry = {**entry, "checked_at": dt.datetime.fromisoformat(entry["checked_at"]).isoformat(timespec="seconds")}
+        kept = [e for e in self.recent if (e["tenant"], e["app"], e["version"]) != key]
+        self.recent = collections.deque([entry, *kept], maxlen=RECENT_LIMIT)
 
     # --- gauges, probe, gate, prune, zot -----------------------------------------------------------
 
@@ -356,6 +365,18 @@ class Service:
 
     # --- what /status shows -------------------------------------------------------------------------
 
+    def _state_now(self, entry: dict[str, Any]) -> str:
+        track = self.scheduler.tracks.get(ArtifactCoordinates(entry["tenant"], entry["app"], entry["version"]))
+        return track.state if track is not None else "gone"
+
+    def _gate_status(self) -> dict[str, Any] | None:
+        if self.gate_verdict is None:
+            return None
+        document = self.gate_verdict.as_dict()
+        for condition, result in zip(document["conditions"], self.gate_verdict.conditions, strict=True):
+            condition.update(result.shown())
+        return document
+
     def status(self) -> dict[str, Any]:
         now = utcnow()
         counts: dict[str, int] = collections.Counter()
@@ -364,8 +385,8 @@ class Service:
         ratio, oldest = self.scheduler.coverage(now)
         return {
             "version": __version__,
-            "started_at": self.started_at.isoformat(),
-            "now": now.isoformat(),
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "now": now.isoformat(timespec="seconds"),
             "ready": self.ready,
             "inventory": dict(self.inventory_status),
             "registry": {
@@ -384,8 +405,8 @@ class Service:
             "budgets": {"concurrency": self.settings.schedule.concurrency,
                         "max_bytes_per_second": self.settings.schedule.max_bytes_per_second,
                         "max_requests_per_second": self.settings.schedule.max_requests_per_second},
-            "recent_non_matches": list(self.recent),
-            "gate": self.gate_verdict.as_dict() if self.gate_verdict else None,
+            "recent_non_matches": [{**e, "state_now": self._state_now(e)} for e in self.recent],
+            "gate": self._gate_status(),
             "supply_chain": self.supply_chain.as_dict(versions=False) if self.supply_chain is not None else None,
         }
 
