@@ -151,6 +151,7 @@ class ScheduleSettings(_Section):
     # A version younger than this (from created_at, else first seen) that is missing from a store is
     # checked again later instead of being recorded: the dual-write may still be uploading it.
     settle_time: Duration = dt.timedelta(minutes=2)
+    shutdown_grace: Duration = dt.timedelta(seconds=20)  # in-flight checks may finish within this on SIGTERM
 
 
 class MetricsSettings(_Section):

@@ -34,7 +34,6 @@ log = logging.getLogger("verifier.service")
 
 _MISSING = frozenset({Outcome.MISSING_OCI, Outcome.MISSING_FILESYSTEM, Outcome.MISSING_BOTH})
 
-SHUTDOWN_GRACE_SECONDS = 20.0
 GAUGE_INTERVAL_SECONDS = 2.0
 GATE_INTERVAL_SECONDS = 30.0
 GATE_MIN_INTERVAL_SECONDS = 2.0
@@ -132,7 +131,8 @@ class Service:
     async def _drain(self) -> None:
         if not self._in_flight:
             return
-        done, pending = await asyncio.wait(self._in_flight, timeout=SHUTDOWN_GRACE_SECONDS)
+        grace = self.settings.schedule.shutdown_grace.total_seconds()
+        done, pending = await asyncio.wait(self._in_flight, timeout=grace)
         for task in pending:
             task.cancel()
         if pending:

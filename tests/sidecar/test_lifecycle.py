@@ -11,7 +11,6 @@ from typing import Any
 from tests.conftest import Stores
 from tests.sidecar.conftest import Sidecar, row, value, write_inventory
 from tests.support.proxy import CountingProxy
-from verifier import service as service_module
 from verifier.ledger import SqliteLedger
 from verifier.model import Outcome
 
@@ -72,9 +71,8 @@ async def test_a_restart_keeps_the_ledger_and_the_gauges_without_a_recheck_storm
 
 async def test_stop_abandons_an_unfinished_check_without_recording_it(
     stores: Stores, proxy: CountingProxy, inventory_file: Path, sidecar_config: dict[str, Any], start_sidecar: Any,
-    monkeypatch: Any,
 ) -> None:
-    monkeypatch.setattr(service_module, "SHUTDOWN_GRACE_SECONDS", 2.0)
+    sidecar_config["schedule"]["shutdown_grace"] = "2s"
     c, _ = stores.dual_write("payments", "9.0.0")
     write_inventory(inventory_file, [row(c)])
     proxy.hold_blobs()
