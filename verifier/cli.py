@@ -94,25 +94,33 @@ async def check_all(settings: Settings, *, progress: bool = False) -> list[Check
     async with open_ledger(settings) as ledger, make_transport(settings) as transport:
         await ledger.observe(items)
         checker = make_checker(settings, transport)
-        semaphore = asyncio.Semaphore(settings.schedule.concurrency)
+        results: list[CheckResult | None] = [None] * len(items)
+        pending = iter(enumerate(items))  # shared by the workers: each version is taken once
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=len(items), unit="version", file=sys.stderr, dynamic_ncols=True)
 
-        async def one(item):  # type: ignore[no-untyped-def]
-            async with semaphore:
+        async def worker() -> None:
+            for index, item in pending:
                 result = await checker.check(item)
-            await ledger.record(result)
-            if bar is not None:
-                bar.update(1)
-                if result.outcome is not Outcome.MATCH:
-                    bar.set_postfix_str(f"last problem: {result.coordinates} {result.outcome.value}")
-            return result
+                await ledger.record(result)
+                results[index] = result
+                if bar is not None:
+                    bar.update(1)
+                    if result.outcome is not Outcome.MATCH:
+                        bar.set_postfix_str(f"last problem: {result.coordinates} {result.outcome.value}")
 
         try:
-            return list(await asyncio.gather(*(one(item) for item in items)))
+            # a fixed pool of workers, not a task per version: memory stays flat for 100 000 versions
+            try:
+                async with asyncio.TaskGroup() as workers:
+                    for _ in range(min(settings.schedule.concurrency, len(items))):
+                        workers.create_task(worker())
+            except BaseExceptionGroup as group:  # e.g. the ledger became unwritable: say that, once
+                raise group.exceptions[0] from None
+            return [r for r in results if r is not None]
         finally:
             if bar is not None:
                 bar.close()
