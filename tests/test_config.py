@@ -73,14 +73,23 @@ def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
         (MINIMAL.replace("{root: store}", "{root: store, path: '{tenant}/{build}.jar'}"),
          ["parity.yaml: filesystem.path: filesystem.path may use only {tenant}, {app}, {version}; found ['build']"]),
         ("- just\n- a list\n", ["parity.yaml: the top level must be a mapping of sections"]),
+        (MINIMAL + "schedule: {inventory_refresh: 0s}\n", ["parity.yaml: schedule.inventory_refresh: must be longer than 0s"]),
+        (MINIMAL + "schedule: {retry_after: 2h, retry_max: 1h}\n",
+         ["parity.yaml: schedule.retry_after must not be longer than schedule.retry_max"]),
+        (MINIMAL + "gate: {window: 9999999999d}\n", ["parity.yaml: gate.window: 9999999999d is longer than ten years"]),
+        (MINIMAL.replace("http://127.0.0.1:5000", "htps://parity:S3cr3t@zot:5000"),
+         ["parity.yaml: registry.url: must not carry credentials; use registry.username and registry.password_file"]),
+        (MINIMAL.replace('{url: "http://127.0.0.1:5000"}', '{url: "http://127.0.0.1:5000", ca_file: nope.pem}'),
+         ["parity.yaml: registry.ca_file: cannot load {dir}/nope.pem as a PEM CA bundle: No such file or directory"]),
         ("inventory: [unclosed\n", ["parity.yaml: not valid YAML (line 2, column 1): expected ',' or ']', but got "
                                     "'<stream end>'"]),
     ],
     ids=["unknown-section", "unknown-key", "missing-section", "missing-url", "bad-duration", "wrong-type",
-         "postgres-without-dsn", "unknown-source", "bad-url", "bad-template", "not-a-mapping", "bad-yaml"],
+         "postgres-without-dsn", "unknown-source", "bad-url", "bad-template", "not-a-mapping", "zero-duration",
+         "retry-order", "huge-duration", "credentials-in-a-bad-url", "missing-ca-file", "bad-yaml"],
 )
 def test_invalid_configuration_names_the_key(tmp_path: Path, text: str, expected: list[str]) -> None:
-    assert problems(tmp_path, text) == expected
+    assert problems(tmp_path, text) == [e.replace("{dir}", str(tmp_path)) for e in expected]
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
@@ -141,8 +150,12 @@ def test_cli_usage_error_exits_2() -> None:
 
 @given(st.integers(min_value=0, max_value=10**6), st.sampled_from("smhd"))
 def test_durations_parse(n: int, unit: str) -> None:
-    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-    assert parse_duration(f"{n}{unit}") == dt.timedelta(seconds=n * seconds)
+    seconds = n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    if seconds <= 3650 * 86400:
+        assert parse_duration(f"{n}{unit}") == dt.timedelta(seconds=seconds)
+    else:
+        with pytest.raises(ValueError, match="longer than ten years"):
+            parse_duration(f"{n}{unit}")
 
 
 @given(st.text(max_size=8).filter(lambda s: not s.strip().rstrip("smhd").strip().isdigit()))

@@ -304,3 +304,24 @@ async def test_byte_flip_in_a_compressed_real_jar_blames_the_filesystem(stores: 
     assert result.outcome is Outcome.MISMATCH, result.detail
     assert result.wrong_side is WrongSide.FILESYSTEM
     assert result.faults == [Fault.FILESYSTEM_JAR_CORRUPT]
+
+
+async def test_missing_file_with_a_damaged_registry_copy_does_not_advise_restoring_from_it(
+        stores: Stores, checker: ParityChecker) -> None:
+    c, _ = stores.dual_write("lastcopy")
+    stores.file_path(c).unlink()
+    flip_byte(stores.registry.blob_file(stores.registry.jar_layer_digest(stores.repository(c), "v1.0.0")))
+    result = await checker.check(item(c))
+    assert result.outcome is Outcome.MISSING_FILESYSTEM
+    assert result.faults == [Fault.FILESYSTEM_MISSING, Fault.OCI_BLOB_DIGEST_MISMATCH]
+    assert "trusted source" in result.detail and "from the registry copy" not in result.detail
+
+
+async def test_a_symlink_that_stays_inside_the_root_is_followed(stores: Stores, checker: ParityChecker) -> None:
+    c, jar = stores.dual_write("linked")
+    shared = stores.root / "shared-blobs" / "linked.jar"
+    shared.parent.mkdir()
+    stores.file_path(c).rename(shared)
+    stores.file_path(c).symlink_to(shared)  # a deduplicating store
+    result = await checker.check(item(c))
+    assert result.outcome is Outcome.MATCH

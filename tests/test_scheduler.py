@@ -289,3 +289,15 @@ def test_a_postponed_version_waits_until_its_time_then_keeps_its_new_first_rank_
     assert pick(s, T0 + dt.timedelta(seconds=30)) == young
     s.completed(done(young, T0 + dt.timedelta(seconds=30)))
     assert s.tracks[young].not_before is None and s.tracks[young].state == "match"
+
+
+def test_a_long_retry_after_and_many_failures_never_overflow() -> None:
+    s = make(retry_after=dt.timedelta(days=3), retry_max=dt.timedelta(days=30))
+    s.coverage_window = dt.timedelta(days=3650)
+    s.update_inventory([item("1.0", T0)], T0)
+    coords = pick(s, T0)
+    assert coords is not None
+    for n in range(40):  # 2**39 × 3 days would not fit a timedelta
+        s.completed(done(coords, T0, Outcome.ERROR))
+        assert s.due_at(s.tracks[coords]) == T0 + dt.timedelta(days=min(30, 3 * 2 ** n))
+        s.tracks[coords].in_flight = True

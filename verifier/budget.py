@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
+from collections.abc import Callable
+
+# Seconds the current task spent waiting on a budget, so that latency metrics measure the registry,
+# not our own throttle. A list so that the value set in a task is shared with what it awaits.
+_throttled: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("throttled", default=None)
+
+
+def track_throttle() -> Callable[[], float]:
+    """Start counting budget waits in this task; returns a function giving the seconds waited so far."""
+    box = [0.0]
+    _throttled.set(box)
+    return lambda: box[0]
 
 
 class TokenBucket:
@@ -32,6 +45,15 @@ class TokenBucket:
     async def acquire(self, amount: float = 1.0) -> None:
         if self.unlimited or amount <= 0:
             return
+        started = time.monotonic()
+        try:
+            await self._acquire(amount)
+        finally:
+            box = _throttled.get()
+            if box is not None:
+                box[0] += time.monotonic() - started
+
+    async def _acquire(self, amount: float) -> None:
         async with self._lock:  # first come, first served
             self._refill()
             needed = min(amount, self.burst)

@@ -11,12 +11,14 @@ import datetime as dt
 import difflib
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -34,17 +36,30 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+MAX_DURATION = dt.timedelta(days=3650)
+
+
 def parse_duration(value: Any) -> dt.timedelta:
     if isinstance(value, dt.timedelta):
         return value
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+            seconds = int(match.group(1)) * _UNITS[match.group(2)]
+            if seconds > MAX_DURATION.total_seconds():
+                raise ValueError(f"{value.strip()} is longer than ten years")
+            return dt.timedelta(seconds=seconds)
     raise ValueError(f"expected a duration like 30s, 5m, 24h or 7d, got {value!r}")
 
 
+def _positive(value: dt.timedelta) -> dt.timedelta:
+    if value <= dt.timedelta(0):
+        raise ValueError("must be longer than 0s")
+    return value
+
+
 Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[dt.timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
@@ -89,16 +104,16 @@ class RegistrySettings(_Section):
     password_file: Path | None = None
     ca_file: Path | None = None
     timeout_seconds: PositiveSeconds = 30.0
-    probe_interval: Duration = dt.timedelta(seconds=30)
+    probe_interval: PositiveDuration = dt.timedelta(seconds=30)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         parts = urlsplit(value)
+        if parts.username or parts.password or "@" in value:
+            raise ValueError("must not carry credentials; use registry.username and registry.password_file")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected http(s)://host[:port], got {value!r}")
-        if parts.username or parts.password:
-            raise ValueError("must not carry credentials; use registry.username and registry.password_file")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query or fragment")
         return value.rstrip("/")
@@ -107,6 +122,17 @@ class RegistrySettings(_Section):
     @classmethod
     def _templates(cls, value: str) -> str:
         return _check_template(value, "registry template")
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot load {value} as a PEM CA bundle: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _auth(self) -> RegistrySettings:
@@ -141,17 +167,24 @@ class ServerSettings(_Section):
 
 
 class ScheduleSettings(_Section):
-    inventory_refresh: Duration = dt.timedelta(seconds=60)
-    coverage_window: Duration = dt.timedelta(hours=24)
+    inventory_refresh: PositiveDuration = dt.timedelta(seconds=60)
+    coverage_window: PositiveDuration = dt.timedelta(hours=24)
     concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     max_bytes_per_second: Annotated[float, Field(ge=0)] = 0
     max_requests_per_second: Annotated[float, Field(ge=0)] = 0
-    retry_after: Duration = dt.timedelta(minutes=1)  # first re-check of a non-match
-    retry_max: Duration = dt.timedelta(hours=1)  # back-off ceiling
+    retry_after: PositiveDuration = dt.timedelta(minutes=1)  # first re-check of a non-match
+    retry_max: PositiveDuration = dt.timedelta(hours=1)  # back-off ceiling
     # A version younger than this (from created_at, else first seen) that is missing from a store is
     # checked again later instead of being recorded: the dual-write may still be uploading it.
     settle_time: Duration = dt.timedelta(minutes=2)
     shutdown_grace: Duration = dt.timedelta(seconds=20)  # in-flight checks may finish within this on SIGTERM
+
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> ScheduleSettings:
+        if self.retry_after > self.retry_max:
+            raise ValueError("schedule.retry_after must not be longer than schedule.retry_max")
+        return self
 
 
 class MetricsSettings(_Section):
@@ -160,13 +193,13 @@ class MetricsSettings(_Section):
 
 
 class GateSettings(_Section):
-    window: Duration = dt.timedelta(days=7)
+    window: PositiveDuration = dt.timedelta(days=7)
     max_registry_error_ratio: Annotated[float, Field(ge=0, le=1)] = 0.01
     max_registry_p99_seconds: Annotated[float, Field(gt=0)] = 5.0
 
 
 class ZotSettings(_Section):
-    scan_refresh: Duration = dt.timedelta(minutes=10)
+    scan_refresh: PositiveDuration = dt.timedelta(minutes=10)
     cosign_public_key: Path | None = None
     require_signatures: bool = False
     batch_size: Annotated[int, Field(ge=1, le=500)] = 50

@@ -17,6 +17,7 @@ import time
 import zipfile
 import zlib
 from dataclasses import dataclass
+from typing import IO
 
 from .errors import FileMissing, IntegrityError, LayoutError, NotFound, StoreError, UnsafeInput
 from .model import (
@@ -45,7 +46,7 @@ class ZipVerdict:
     detail: str
 
 
-def jar_integrity(path: str | os.PathLike[str]) -> ZipVerdict:
+def jar_integrity(path: str | os.PathLike[str] | IO[bytes]) -> ZipVerdict:
     """Whether the JAR is a valid zip whose every entry passes its CRC-32 (reads it whole)."""
     try:
         with zipfile.ZipFile(path) as jar:
@@ -101,7 +102,7 @@ class ParityChecker:
         try:
             relative = self.filesystem.relative_path(item)
             result.filesystem.path = relative
-            self.filesystem.absolute_path(relative)
+            await asyncio.to_thread(self.filesystem.absolute_path, relative)  # path lookups block
             reference = item.coordinates.oci_reference(self.repository_template, self.tag_template)
             result.oci.reference = str(reference)
             expected = Digest.from_hex(item.sha256) if item.sha256 else None
@@ -146,6 +147,12 @@ class ParityChecker:
                                     "the version is in the inventory but in neither store: "
                                     "the upload never reached either store, or the row is stale")
             if fs_error is not None:
+                assert oci_read is not None
+                if oci_read.integrity_faults:  # never advise restoring from a copy known to be damaged
+                    return self._finish(result, Outcome.MISSING_FILESYSTEM, [*faults, *oci_read.integrity_faults],
+                                        None, f"{result.filesystem.path} is not in the filesystem store and the "
+                                        f"registry's {reference} contradicts its own descriptor: restore the "
+                                        "version from a trusted source")
                 return self._finish(result, Outcome.MISSING_FILESYSTEM, faults, None,
                                     f"{result.filesystem.path} is not in the filesystem store but the registry "
                                     f"has {reference}: restore the file from the registry copy")
@@ -181,13 +188,13 @@ class ParityChecker:
             inconsistent.add(WrongSide.OCI)
             notes.append(f"the registry served {oci.layer_size} bytes hashing to {_short(oci.layer_sha256)} "
                          f"for a layer it describes as {oci.layer.size} bytes {_short(oci.layer.digest.hex)}")
-        fs_zip = await asyncio.to_thread(jar_integrity, self.filesystem.absolute_path(fs.path))
+        fs_zip = await asyncio.to_thread(self._filesystem_jar_integrity, fs.path)
         if not fs_zip.intact:
             faults.append(Fault.FILESYSTEM_JAR_CORRUPT)
             inconsistent.add(WrongSide.FILESYSTEM)
             notes.append(f"the file's JAR: {fs_zip.detail}")
         if not registry_faults:
-            oci_zip = await self._registry_jar_integrity(reference)
+            oci_zip = await self._registry_jar_integrity(reference, oci.sha256)
             if oci_zip is not None and not oci_zip.intact:
                 faults.append(Fault.OCI_JAR_CORRUPT)
                 inconsistent.add(WrongSide.OCI)
@@ -220,16 +227,28 @@ class ParityChecker:
                   f"{_short(oci.sha256)}: {'; '.join(notes)}; {action}")
         self._finish(result, Outcome.MISMATCH, faults, side, detail)
 
-    async def _registry_jar_integrity(self, reference: OciReference) -> ZipVerdict | None:
-        """Re-read the registry's JAR into a temporary file and test its zip; None if it cannot be re-read."""
+    def _filesystem_jar_integrity(self, relative: str) -> ZipVerdict:
+        try:
+            fd = self.filesystem.open_verified(relative)
+        except (OSError, StoreError) as exc:
+            return ZipVerdict(False, f"cannot be reopened for its zip check ({exc})")
+        with os.fdopen(fd, "rb") as handle:
+            return jar_integrity(handle)
+
+    async def _registry_jar_integrity(self, reference: OciReference, expected_sha256: str) -> ZipVerdict | None:
+        """Re-read the registry's JAR into a temporary file and test its zip; None if it cannot be re-read
+        or the registry now serves other bytes (the tag moved): then the zip check cannot judge."""
         handle = tempfile.NamedTemporaryFile(prefix="parity-", suffix=".jar", dir=self.spool_dir, delete=False)
         try:
             with handle:
                 sink = FileSink(handle)
                 try:
-                    await self.oci.read(reference, member_sink=lambda _name: sink)
+                    again = await self.oci.read(reference, member_sink=lambda _name: sink)
                 except (StoreError, LayoutError) as exc:
                     log.warning("could not re-read %s for its zip check: %s", reference, exc)
+                    return None
+                if again.sha256 != expected_sha256:
+                    log.warning("%s changed between two reads; its zip check is skipped", reference)
                     return None
             return await asyncio.to_thread(jar_integrity, handle.name)
         finally:

@@ -106,8 +106,10 @@ class Scheduler:
             return None
         if track.last_outcome is Outcome.MATCH:
             return track.last_checked_at + self.coverage_window * RECHECK_FRACTION
-        exponent = max(0, track.consecutive_failures - 1)
-        backoff = min(self.retry_max, self.retry_after * (1 << min(exponent, 30)))
+        exponent = min(max(0, track.consecutive_failures - 1), 60)
+        # in seconds first: a long retry_after times 2**n would overflow timedelta
+        backoff = dt.timedelta(seconds=min(self.retry_max.total_seconds(),
+                                           self.retry_after.total_seconds() * 2.0 ** exponent))
         return track.last_checked_at + min(backoff, self.coverage_window * RECHECK_FRACTION)
 
     def _push(self, track: Track) -> None:

@@ -122,3 +122,22 @@ async def test_filesystem_walk_with_a_flat_template(tmp_path: Path) -> None:
     (tmp_path / "acme/orders-1.0.jar").write_bytes(b"PK")
     items = await FilesystemInventory(tmp_path, "{tenant}/{app}-{version}.jar").load()
     assert [str(i.coordinates) for i in items] == ["acme/orders@1.0"]
+
+
+async def test_uuid_ids_and_numeric_sizes_from_the_database(app_db: str) -> None:
+    import uuid
+
+    tenant = uuid.UUID("6f1c2b9e-0000-4000-8000-000000000001")
+    conn = await asyncpg.connect(app_db)
+    await conn.execute("CREATE TABLE uuid_versions (tenant_id uuid, app_id text, version text, jar_size numeric)")
+    await conn.execute("INSERT INTO uuid_versions VALUES ($1, 'orders', '1.0', 595165)", tenant)
+    await conn.close()
+    items = await PostgresInventory(
+        app_db, "SELECT tenant_id AS tenant, app_id AS app, version, jar_size AS size FROM uuid_versions").load()
+    assert items[0].coordinates.tenant == str(tenant) and items[0].size == 595165
+
+
+async def test_a_malformed_dsn_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    with pytest.raises(SourceUnavailable) as caught:
+        await PostgresInventory("postgresql://u:topsecret@127.0.0.1:notaport/db", QUERY, timeout_seconds=2).load()
+    assert "not a valid PostgreSQL DSN" in str(caught.value) and "topsecret" not in str(caught.value)

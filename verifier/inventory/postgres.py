@@ -25,6 +25,8 @@ class PostgresInventory:
             connection = await asyncpg.connect(self._dsn, timeout=self.timeout_seconds)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise SourceUnavailable(f"inventory database unreachable: {_safe(exc)}") from None
+        except ValueError:  # a malformed DSN; its text may hold the password, so it is not repeated
+            raise SourceUnavailable("inventory.dsn is not a valid PostgreSQL DSN") from None
         try:
             rows = await connection.fetch(self.query, timeout=self.timeout_seconds)
         except TimeoutError:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +24,7 @@ def _text(row: Mapping[str, Any], key: str) -> str:
         raise RowError(f"'{key}' is missing")
     if isinstance(value, (bool, float)):
         raise RowError(f"'{key}' must be a string (quote it in YAML: {key}: \"{value}\")")
-    if isinstance(value, int):
+    if isinstance(value, int | uuid.UUID):  # integer or uuid ids in the platform's database
         return str(value)
     if not isinstance(value, str):
         raise RowError(f"'{key}' must be a string, got {type(value).__name__}")
@@ -55,6 +57,8 @@ def item_from_row(row: Mapping[str, Any], *, allow_extra: bool = True) -> Invent
             raise RowError(f"unknown keys {sorted(extra)}")
     coordinates = ArtifactCoordinates(*(_text(row, key) for key in REQUIRED))
     size = row.get("size")
+    if isinstance(size, decimal.Decimal) and size == size.to_integral_value():  # numeric columns
+        size = int(size)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         raise RowError(f"'size' must be a non-negative integer, got {size!r}")
     sha256 = row.get("sha256")

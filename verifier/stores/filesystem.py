@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 import time
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import aiofiles
-import aiofiles.os
 
 from ..errors import FileMissing, FileUnreadable, UnsafeInput
 from ..model import Fault, InventoryItem, ReadErrorReason
@@ -62,17 +62,48 @@ class FilesystemStore:
             raise UnsafeInput(f"path {relative!r} resolves outside filesystem.root", fault=Fault.UNSAFE_PATH)
         return Path(full)
 
+    def open_verified(self, relative: str) -> int:
+        """Open the file without ever leaving the root, even if a directory is swapped for a symlink.
+
+        Symlinks that stay inside the root are resolved first; the resolved path is then walked from the
+        root one component at a time with O_NOFOLLOW, so a component replaced by a symlink since the
+        check fails instead of leading elsewhere. Only a regular file is returned (as a descriptor);
+        a FIFO or device is refused before it could block. Blocking: call it on a worker thread.
+        """
+        full = self.absolute_path(relative)
+        root = os.path.realpath(self.root)
+        parts = os.path.relpath(full, root).split(os.sep)
+        directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts[:-1]:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+                os.close(directory)
+                directory = child
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeInput(f"path {relative!r} changed into a symlink while being opened",
+                                  fault=Fault.UNSAFE_PATH) from None
+            raise
+        finally:
+            os.close(directory)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FileUnreadable(f"{relative} is not a regular file")
+        return fd
+
     async def read(self, item: InventoryItem, extra_sink: Sink | None = None) -> FileRead:
         relative = self.relative_path(item)
-        full = self.absolute_path(relative)
         started = time.perf_counter()
         digest = Sha256Sink()
         sink: Sink = TeeSink(digest, extra_sink) if extra_sink is not None else digest
         try:
-            # before opening: a FIFO or device would block or never end
-            if not stat.S_ISREG((await aiofiles.os.stat(full)).st_mode):
-                raise FileUnreadable(f"{relative} is not a regular file")
-            async with aiofiles.open(full, "rb") as handle:
+            try:
+                fd = await asyncio.wait_for(asyncio.to_thread(self.open_verified, relative), self.timeout_seconds)
+            except TimeoutError:
+                raise FileUnreadable(f"{relative}: opening took more than {self.timeout_seconds:g}s",
+                                     fault=Fault.FILESYSTEM_TIMEOUT, reason=ReadErrorReason.TIMEOUT) from None
+            async with aiofiles.open(fd, "rb") as handle:
                 await pump(self._chunks(handle, relative), sink)
         except FileNotFoundError:
             raise FileMissing(f"{relative} does not exist under filesystem.root") from None
