@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shutil
 import tracemalloc
 
@@ -325,3 +326,29 @@ async def test_a_symlink_that_stays_inside_the_root_is_followed(stores: Stores, 
     stores.file_path(c).symlink_to(shared)  # a deduplicating store
     result = await checker.check(item(c))
     assert result.outcome is Outcome.MATCH
+
+
+async def test_an_intact_layer_that_is_not_a_tar_is_an_error_not_a_corruption(stores: Stores, checker: ParityChecker
+                                                                               ) -> None:
+    c = stores.coordinates("notatar")
+    stores.put_file(c, stores.jar("notatar.jar"))
+    stores.registry.push_manifest(stores.repository(c), "v1.0.0",
+                                  [Layer(random.Random(5).randbytes(70_000), "application/vnd.oci.image.layer.v1.tar")])
+    result = await checker.check(item(c))
+    assert result.outcome is Outcome.ERROR
+    assert result.faults == [Fault.OCI_UNSUPPORTED_MEDIA_TYPE]
+    assert "intact but cannot be read" in result.detail
+
+
+async def test_a_byte_flip_in_a_stored_tar_gz_layer_blames_the_registry(stores: Stores, checker: ParityChecker
+                                                                        ) -> None:
+    c = stores.coordinates("targzflip")
+    jar = stores.jar("targzflip.jar", 200_000)
+    stores.put_file(c, jar)
+    layer = Layer(tar_wrapped(jar.read_bytes()), "application/vnd.oci.image.layer.v1.tar+gzip")
+    stores.registry.push_manifest(stores.repository(c), "v1.0.0", [layer])
+    flip_byte(stores.registry.blob_file(layer.digest))
+    result = await checker.check(item(c))
+    assert result.outcome is Outcome.MISMATCH
+    assert result.wrong_side is WrongSide.OCI
+    assert Fault.OCI_BLOB_DIGEST_MISMATCH in result.faults

@@ -156,3 +156,79 @@ async def test_manifest_over_4_mib_is_refused(http) -> None:
 
 def test_redacted_urls_keep_no_userinfo_or_query() -> None:
     assert redact_url("https://u:p@s3.example:9000/b/k?X-Amz-Signature=abc") == "https://s3.example:9000/b/k"
+
+
+async def test_we_ask_for_the_stored_bytes_and_refuse_a_re_encoded_blob(http) -> None:
+    seen: dict[str, str] = {}
+
+    async def manifest(request: web.Request) -> web.Response:
+        return web.Response(body=MANIFEST, content_type="application/vnd.oci.image.manifest.v1+json")
+
+    async def blob(request: web.Request) -> web.Response:
+        seen["accept_encoding"] = request.headers.get("Accept-Encoding", "")
+        import gzip
+
+        return web.Response(body=gzip.compress(JAR), headers={"Content-Encoding": "gzip"})  # a meddling proxy
+
+    app = web.Application()
+    app.router.add_get("/v2/acme/orders/manifests/v1", manifest)
+    app.router.add_get("/v2/acme/orders/blobs/{digest}", blob)
+    async with RegistryTransport(await http(app)) as transport:
+        with pytest.raises(RegistryError) as caught:
+            await OciStore(transport).read(OciReference("acme/orders", "v1"))
+    assert seen["accept_encoding"] == "identity"
+    assert caught.value.fault is Fault.OCI_PROTOCOL_ERROR and "Content-Encoding" in str(caught.value)
+
+
+async def test_a_stalled_blob_is_a_timeout(http) -> None:
+    import asyncio
+
+    async def manifest(request: web.Request) -> web.Response:
+        return web.Response(body=MANIFEST, content_type="application/vnd.oci.image.manifest.v1+json")
+
+    async def blob(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": str(len(JAR))})
+        await response.prepare(request)
+        await response.write(JAR[:1000])
+        await asyncio.sleep(5)  # then nothing: the registry hangs mid-blob
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v2/acme/orders/manifests/v1", manifest)
+    app.router.add_get("/v2/acme/orders/blobs/{digest}", blob)
+    async with RegistryTransport(await http(app), timeout_seconds=0.5) as transport:
+        with pytest.raises(RegistryError) as caught:
+            await OciStore(transport).read(OciReference("acme/orders", "v1"))
+    assert caught.value.fault is Fault.OCI_TIMEOUT and caught.value.reason is ReadErrorReason.TIMEOUT
+
+
+async def test_read_latency_leaves_out_our_own_bandwidth_budget(http) -> None:
+    import time
+
+    from verifier.budget import RegistryBudget
+
+    big = jar_bytes(3 << 20, seed=4)
+    descriptor_manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": json.loads(MANIFEST)["config"],
+        "layers": [{"mediaType": "application/java-archive", "size": len(big),
+                    "digest": "sha256:" + hashlib.sha256(big).hexdigest()}],
+    }).encode()
+
+    async def manifest(request: web.Request) -> web.Response:
+        return web.Response(body=descriptor_manifest, content_type="application/vnd.oci.image.manifest.v1+json")
+
+    async def blob(request: web.Request) -> web.Response:
+        return web.Response(body=big)
+
+    app = web.Application()
+    app.router.add_get("/v2/acme/orders/manifests/v1", manifest)
+    app.router.add_get("/v2/acme/orders/blobs/{digest}", blob)
+    budget = RegistryBudget(bytes_per_second=2 << 20)  # 3 MiB at 2 MiB/s: about a second of our own waiting
+    async with RegistryTransport(await http(app), budget=budget) as transport:
+        started = time.perf_counter()
+        read = await OciStore(transport).read(OciReference("acme/orders", "v1"))
+        wall = time.perf_counter() - started
+    assert read.self_consistent
+    assert wall >= 0.5, "the budget paced the read"
+    assert read.seconds < wall - 0.4, "the registry's latency does not include the time we chose to wait"

@@ -23,10 +23,10 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import aiohttp
 
 from .. import __version__
-from ..budget import RegistryBudget
+from ..budget import RegistryBudget, track_throttle
 from ..errors import IntegrityError, LayoutError, RegistryError, RegistryNotFound
 from ..model import Digest, Fault, InvalidDigest, OciReference, ReadErrorReason
-from .digest import CHUNK_SIZE, Sha256Sink, Sink, TarFormatError, TarJarSink, TeeSink, pump
+from .digest import CHUNK_SIZE, Sha256Sink, Sink, TarJarSink, TeeSink, pump
 
 MANIFEST_LIMIT = 4 << 20
 ERROR_BODY_LIMIT = 64 << 10
@@ -134,7 +134,8 @@ class RegistryTransport:
         self._session = aiohttp.ClientSession(
             connector=connector,
             trust_env=False,  # no .netrc credentials, no proxies from the environment
-            headers={"User-Agent": f"parity-verifier/{__version__}"},
+            # identity: we hash the bytes the registry stores, never a transfer encoding of them
+            headers={"User-Agent": f"parity-verifier/{__version__}", "Accept-Encoding": "identity"},
             auto_decompress=False,  # we hash the bytes the registry stores, not a transfer encoding
             read_bufsize=CHUNK_SIZE,
         )
@@ -403,8 +404,12 @@ class OciStore:
         return ResolvedManifest(reference, digest, media_type, layers, claimed, body)
 
     async def read(self, reference: OciReference, member_sink: Any = None) -> OciRead:
-        """Resolve, pick the layer, stream and hash it. ``member_sink(name)`` may spool the JAR bytes."""
+        """Resolve, pick the layer, stream and hash it. ``member_sink(name)`` may spool the JAR bytes.
+
+        ``OciRead.seconds`` leaves out time spent waiting on our own budgets: it is the registry's latency.
+        """
         started = time.perf_counter()
+        throttled = track_throttle()
         manifest = await self.resolve(reference)
         integrity: list[Fault] = []
         if manifest.claimed_digest and manifest.claimed_digest != str(manifest.digest):
@@ -422,22 +427,27 @@ class OciStore:
         async with self.transport.get(
             f"/v2/{reference.repository}/blobs/{layer.digest}", streaming=True, not_found=Fault.OCI_BLOB_UNKNOWN,
         ) as response:
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise RegistryError(f"blob {layer.digest} came with Content-Encoding {encoding!r} although we asked "
+                                    "for identity: something between us and the registry re-encodes it",
+                                    fault=Fault.OCI_PROTOCOL_ERROR, reason=ReadErrorReason.PROTOCOL_ERROR)
             try:
                 await pump(self._chunks(response, layer.size), sink)
-            except TarFormatError as exc:
-                if layer_hash.size != layer.size or layer_hash.hexdigest != layer.digest.hex:
-                    # a damaged tar layer: the integrity fault is the finding, not the tar format
-                    return self._damaged(reference, manifest, layer, layer_hash, started, integrity)
-                raise LayoutError(f"tar layer cannot be read: {exc}", fault=Fault.OCI_UNSUPPORTED_MEDIA_TYPE
-                                  ) from None
+            except TimeoutError:  # first: aiohttp's ServerTimeoutError is a ClientConnectionError too
+                raise RegistryError(f"blob {layer.digest} stalled for {self.transport.timeout_seconds:g}s",
+                                    fault=Fault.OCI_TIMEOUT, reason=ReadErrorReason.TIMEOUT,
+                                    temporary=True) from None
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                 raise RegistryError(f"blob {layer.digest} stream broke: {type(exc).__name__}",
                                     fault=Fault.OCI_PROTOCOL_ERROR, reason=ReadErrorReason.PROTOCOL_ERROR,
                                     temporary=True) from None
-            except TimeoutError:
-                raise RegistryError(f"blob {layer.digest} stalled for {self.transport.timeout_seconds:g}s",
-                                    fault=Fault.OCI_TIMEOUT, reason=ReadErrorReason.TIMEOUT,
-                                    temporary=True) from None
+        if tar_sink is not None and tar_sink.error is not None:
+            # the whole blob was drained into the layer digest, so the two cases can be told apart
+            if layer_hash.size != layer.size or layer_hash.hexdigest != layer.digest.hex:
+                return self._damaged(reference, manifest, layer, layer_hash, started, integrity)
+            raise LayoutError(f"tar layer {layer.digest} is intact but cannot be read: {tar_sink.error}",
+                              fault=Fault.OCI_UNSUPPORTED_MEDIA_TYPE)
         if layer_hash.size != layer.size:
             integrity.append(Fault.OCI_BLOB_SIZE_MISMATCH)
         if layer_hash.hexdigest != layer.digest.hex:
@@ -456,7 +466,7 @@ class OciStore:
             member, member_hash = jars[0]
             jar_size, jar_sha = member_hash.size, member_hash.hexdigest
         return OciRead(reference, manifest.digest, layer, jar_size, jar_sha, layer_hash.size,
-                       layer_hash.hexdigest, member, time.perf_counter() - started, integrity)
+                       layer_hash.hexdigest, member, time.perf_counter() - started - throttled(), integrity)
 
     def _damaged(self, reference: OciReference, manifest: ResolvedManifest, layer: Descriptor,
                  layer_hash: Sha256Sink, started: float, integrity: list[Fault]) -> OciRead:
