@@ -238,12 +238,3 @@ class Metrics:
         for cond in GATE_CONDITIONS:
             self.gate_condition.labels(condition=cond).set(1 if conditions.get(cond) else 0)
 
-
-def exported_metric_names(metrics: Metrics) -> set[str]:
-    """Every sample name the registry can emit (with _total/_bucket/… suffixes), for consistency tests."""
-    names: set[str] = set()
-    for family in metrics.registry.collect():
-        for sample in family.samples:
-            names.add(sample.name)
-        names.add(family.name)
-    return names

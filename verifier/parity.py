@@ -16,10 +16,11 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from .errors import FileMissing, IntegrityError, LayoutError, NotFound, StoreError, UnsafeInput
+from .errors import IntegrityError, LayoutError, NotFound, StoreError, UnsafeInput
 from .model import (
     CheckResult,
     Digest,
@@ -63,6 +64,19 @@ def jar_integrity(path: str | os.PathLike[str] | IO[bytes]) -> ZipVerdict:
 
 def _short(hexdigest: str | None) -> str:
     return f"sha256:{hexdigest[:12]}…" if hexdigest else "?"
+
+
+@contextlib.contextmanager
+def _failed_read(stats: ReadStats) -> Iterator[None]:
+    """A failed read still counts its time; a reason other than "not there" is a read error."""
+    started = time.perf_counter()
+    try:
+        yield
+    except StoreError as exc:
+        stats.seconds = time.perf_counter() - started
+        if not isinstance(exc, NotFound):
+            stats.error = exc.reason
+        raise
 
 
 class ParityChecker:
@@ -259,28 +273,16 @@ class ParityChecker:
 
     async def _read_filesystem(self, item: InventoryItem, result: CheckResult) -> FileRead:
         stats = result.filesystem.read = ReadStats(attempted=True)
-        started = time.perf_counter()
-        try:
+        with _failed_read(stats):
             read = await self.filesystem.read(item)
-        except StoreError as exc:
-            stats.seconds = time.perf_counter() - started
-            if not isinstance(exc, FileMissing):
-                stats.error = exc.reason
-            raise
         stats.seconds, stats.bytes = read.seconds, read.size
         result.filesystem.size, result.filesystem.sha256 = read.size, read.sha256
         return read
 
     async def _read_oci(self, reference: OciReference, result: CheckResult) -> OciRead:
         stats = result.oci.read = ReadStats(attempted=True)
-        started = time.perf_counter()
-        try:
+        with _failed_read(stats):
             read = await self.oci.read(reference)
-        except StoreError as exc:
-            stats.seconds = time.perf_counter() - started
-            if not isinstance(exc, NotFound):
-                stats.error = exc.reason
-            raise
         stats.seconds, stats.bytes = read.seconds, read.layer_size
         if read.integrity_faults:
             stats.error = ReadErrorReason.INTEGRITY

@@ -28,7 +28,7 @@ from .metrics import Metrics
 from .model import ArtifactCoordinates, CheckResult, InventoryItem, Outcome
 from .scheduler import PriorState, Scheduler
 from .wiring import make_checker, make_transport
-from .zot import RegistryFlavour, SupplyChainSnapshot, ZotMonitor
+from .zot import ZotMonitor
 
 log = logging.getLogger("verifier.service")
 
@@ -65,8 +65,6 @@ class Service:
             batch_size=settings.zot.batch_size, cosign_public_key=settings.zot.cosign_public_key,
             require_signatures=settings.zot.require_signatures, cosign_concurrency=settings.schedule.concurrency,
         )
-        self.flavour: RegistryFlavour | None = None
-        self.supply_chain: SupplyChainSnapshot | None = None
         self.metrics.signatures_required.set(1 if settings.zot.require_signatures else 0)
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_LIMIT)
         self.gate_verdict: GateVerdict | None = None
@@ -75,7 +73,6 @@ class Service:
         self._inventory_loaded = asyncio.Event()
         self._gate_due = asyncio.Event()
         self._in_flight: set[asyncio.Task[Any]] = set()
-        self._redetect = False
         self.server_up = False
 
     # --- readiness ----------------------------------------------------------------------------------
@@ -105,7 +102,8 @@ class Service:
                 asyncio.create_task(self._inventory_loop(), name="inventory"),
                 asyncio.create_task(self._dispatch_loop(), name="dispatch"),
                 asyncio.create_task(self._gauge_loop(), name="gauges"),
-                asyncio.create_task(self._probe_loop(), name="probe"),
+                asyncio.create_task(self.prober.run_forever(
+                    self.settings.registry.probe_interval.total_seconds()), name="probe"),
                 asyncio.create_task(self._gate_loop(), name="gate"),
                 asyncio.create_task(self._prune_loop(), name="prune"),
                 asyncio.create_task(self._zot_loop(), name="zot"),
@@ -301,17 +299,6 @@ class Service:
             self.update_gauges()
             await asyncio.sleep(GAUGE_INTERVAL_SECONDS)
 
-    async def _probe_loop(self) -> None:
-        interval = self.settings.registry.probe_interval.total_seconds()
-        while not self.stopping.is_set():
-            was_up = self.prober.last.ok if self.prober.last is not None else None
-            result = await self.prober.probe_once()
-            if result.ok and was_up is False:
-                log.info("registry reachable again")
-                self._redetect = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), interval)
-
     async def evaluate_gate(self) -> GateVerdict:
         assert self.ledger is not None
         items = [t.item for t in self.scheduler.tracks.values()] if self._inventory_loaded.is_set() else None
@@ -344,24 +331,14 @@ class Service:
             await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
 
     async def _zot_loop(self) -> None:
-        """Scan and signature status on its own slower interval. The flavour is detected at start and
-        again after the registry comes back; on a plain registry the metrics say `unavailable`."""
+        """Scan and signature status on its own slower interval, once the inventory is known. The
+        monitor re-detects the registry's flavour on every refresh; a plain registry says `unavailable`."""
         await self._inventory_loaded.wait()
-        interval = self.settings.zot.scan_refresh.total_seconds()
-        while not self.stopping.is_set():
-            try:
-                if self.flavour is None or self._redetect or self.flavour.name == "unknown":
-                    self._redetect = False
-                    self.flavour = await self.zot.detect()
-                items = [t.item for t in self.scheduler.tracks.values()]
-                firsts = {c: t.first_seen for c, t in self.scheduler.tracks.items()}
-                snapshot = await self.zot.refresh(items, first_seen=firsts)
-                self.zot.apply(snapshot, self.metrics)
-                self.supply_chain = snapshot
-            except Exception:
-                log.exception("scan and signature refresh failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), interval)
+        await self.zot.run_forever(
+            lambda: [t.item for t in self.scheduler.tracks.values()], self.metrics,
+            self.settings.zot.scan_refresh.total_seconds(),
+            first_seen=lambda: {c: t.first_seen for c, t in self.scheduler.tracks.items()},
+        )
 
     # --- what /status shows -------------------------------------------------------------------------
 
@@ -395,7 +372,7 @@ class Service:
                 "probe_seconds": round(self.prober.last.seconds, 4) if self.prober.last is not None else None,
                 "error": self.prober.last.message if self.prober.last and not self.prober.last.ok else None,
                 "last_failure": self.prober.last_failure.as_dict() if self.prober.last_failure else None,
-                "flavour": self.flavour.as_dict() if self.flavour is not None else None,
+                "flavour": self.zot.flavour.as_dict() if self.zot.flavour is not None else None,
             },
             "parity": {state: counts.get(state, 0) for state in
                        (*(o.value for o in Outcome), "unverified")},
@@ -407,7 +384,7 @@ class Service:
                         "max_requests_per_second": self.settings.schedule.max_requests_per_second},
             "recent_non_matches": [{**e, "state_now": self._state_now(e)} for e in self.recent],
             "gate": self._gate_status(),
-            "supply_chain": self.supply_chain.as_dict(versions=False) if self.supply_chain is not None else None,
+            "supply_chain": self.zot.snapshot.as_dict(versions=False) if self.zot.snapshot is not None else None,
         }
 
 

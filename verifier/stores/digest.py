@@ -37,7 +37,7 @@ class Sink(Protocol):
 
 
 class Sha256Sink:
-    """Hashes and counts. ``limit`` stops counting bytes beyond it into the hash (a runaway stream)."""
+    """Hashes and counts the bytes that pass."""
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
